@@ -1,0 +1,155 @@
+"""The program model: plain data describing events, steps, containers and associations.
+
+An :class:`~sequent.eventor.Eventor` collects these while the program is built; the scheduler
+then reads them, never changes them.  Sequences are tuples of positive ints inside the engine
+(``(1, 2, 2)``) and strings (``'1.2.2'``) at its edges: env vars, logs and the store.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional
+
+from .conditions import Condition
+
+
+class StepStatus(enum.IntEnum):
+    """The states of a task, in lifecycle order; ``complete`` means success or failure."""
+
+    ready = 1
+    allocate = 2
+    fueled = 3
+    active = 4
+    success = 5
+    failure = 6
+    complete = 7
+
+    def __str__(self) -> str:  # the original's log lines read "TaskStatus.success"
+        return f"TaskStatus.{self.name}"
+
+
+class StepReplay(enum.IntEnum):
+    """What recovery does with a task, by the status it had in the run being recovered."""
+
+    rerun = 1
+    skip = 2
+
+
+class RunMode(enum.IntEnum):
+    """How a run starts: afresh, as a recovery of an earlier run, or continuing its recovery."""
+
+    restart = 1
+    recover = 2
+    continue_ = 3
+
+
+class TaskConstruct(str, enum.Enum):
+    """Where a processing step's function runs."""
+
+    process = "process"  # its own OS process, forked from the task launcher
+    thread = "thread"  # a worker thread of the coordinator's process
+    invoke = "invoke"  # called by the coordinator itself, in its own thread
+
+
+#: Statuses that end a task.
+FINAL_STATUSES = frozenset({StepStatus.success, StepStatus.failure})
+
+#: The default recovery map (B1.3): everything reruns except a success, which is skipped.
+DEFAULT_RECOVERY: Mapping[StepStatus, StepReplay] = {
+    StepStatus.ready: StepReplay.rerun,
+    StepStatus.allocate: StepReplay.rerun,
+    StepStatus.fueled: StepReplay.rerun,
+    StepStatus.active: StepReplay.rerun,
+    StepStatus.failure: StepReplay.rerun,
+    StepStatus.success: StepReplay.skip,
+}
+
+Sequence = tuple  # tuple[int, ...]; kept as an alias for readability in signatures
+
+
+def parse_sequence(value: Any) -> tuple[int, ...]:
+    """Turn ``1``, ``'1.2'`` or ``(1, 2)`` into the engine's tuple form."""
+    if isinstance(value, tuple):
+        parts = value
+    elif isinstance(value, int) and not isinstance(value, bool):
+        parts = (value,)
+    elif isinstance(value, str) and value:
+        try:
+            parts = tuple(int(p) for p in value.split("."))
+        except ValueError:
+            raise ValueError(f"bad sequence {value!r}: expected dot-separated integers like '1.2'")
+    else:
+        raise ValueError(f"bad sequence {value!r}: expected an int, 'N.N...' or a tuple of ints")
+    if not parts or not all(isinstance(p, int) and p >= 0 for p in parts):
+        raise ValueError(f"bad sequence {value!r}: parts must be non-negative integers")
+    return tuple(parts)
+
+
+def format_sequence(seq: tuple[int, ...]) -> str:
+    """Render a sequence tuple as the original's dotted string."""
+    return ".".join(map(str, seq))
+
+
+@dataclass(frozen=True)
+class StepConfig:
+    """The per-step settings the engine acts on (flow defaults merged with the step's own)."""
+
+    task_construct: TaskConstruct = TaskConstruct.process
+    max_concurrent: int = -1
+    stop_on_exception: bool = True
+    sequence_arg_name: Optional[str] = None
+    pass_logger_to_task: bool = False
+
+
+@dataclass(eq=False)
+class EventDef:
+    """A named event; with a condition it fires by itself once the condition holds."""
+
+    name: str
+    condition: Optional[Condition] = None
+    scope: Optional[str] = None  # the container whose iterations this event lives in
+    index: int = -1  # position in the program, set when added
+
+
+@dataclass(eq=False)
+class StepDef:
+    """A processing step (calls ``func``) or, with ``repeats`` set, a container step.
+
+    A container's task runs its iterations: each one fires ``starts`` at the sequence
+    ``S.k`` and ends when nothing started inside it is pending any more.
+    """
+
+    name: str
+    func: Optional[Callable[..., Any]] = None
+    args: tuple = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    triggers: Mapping[StepStatus, tuple[str, ...]] = field(default_factory=dict)
+    config: StepConfig = field(default_factory=StepConfig)
+    recovery: Mapping[StepStatus, StepReplay] = field(default_factory=lambda: dict(DEFAULT_RECOVERY))
+    host: Optional[str] = None
+    acquires: tuple = ()
+    releases: Optional[tuple] = None
+    scope: Optional[str] = None  # the container this step belongs to (None: the root)
+    # container steps only
+    is_container: bool = False
+    repeats: Any = None  # an iterable, or a callable returning an iterator
+    starts: tuple[str, ...] = ()  # events fired at the start of every iteration
+    import_module: Optional[tuple[str, ...]] = None
+    import_file: Optional[str] = None
+    index: int = -1  # position in the program, set when added
+
+    @property
+    def handles_failure(self) -> bool:
+        """True when a failure of this step fires an event (someone depends on it)."""
+        return bool(self.triggers.get(StepStatus.failure))
+
+
+@dataclass(frozen=True)
+class Assoc:
+    """When ``event`` fires at a sequence, start ``target`` (a step or an event) there, after ``delay``."""
+
+    event: str
+    target: str
+    target_is_step: bool
+    delay: float = 0.0
