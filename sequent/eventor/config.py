@@ -1,0 +1,363 @@
+"""Configuration: load a dict, YAML file or YAML string, merge it over the defaults, expand and check it.
+
+String values expand ``~``, ``$VAR``/``${VAR}`` (environment) and ``$[A.B.C]`` (another key of the
+merged config).  Known keys are type-checked by a small table of validators; unknown keys are kept
+but reported with a :class:`ConfigWarning`, since they are most likely typos.
+"""
+
+from __future__ import annotations
+
+import datetime
+import keyword
+import logging
+import os
+import re
+import sys
+import warnings
+from collections.abc import Mapping
+from typing import Any, Callable
+
+import yaml
+
+from .errors import ConfigError, ConfigWarning
+
+__all__ = ['DEFAULTS', 'STEP_KEYS', 'load_config', 'validate_step_config', 'merge']
+
+DEFAULTS: dict = {
+    'envvar_prefix': 'SEQUENT_',
+    'workdir': '/tmp',
+    'debug': False,
+    'sleep_between_loops': 0.25,
+    'stop_on_exception': True,
+    'task_construct': 'process',
+    'max_concurrent': -1,
+    'sequence_arg_name': None,
+    'pass_logger_to_task': False,
+    'shared_db': False,
+    'ssh_config': '~/.ssh/config',
+    'ssh_host': None,
+    'ssh_port': 22,
+    'day_to_keep_db': 5,
+    'remote_method': 'ssh',
+    'DATABASES': {},
+    'HOSTS': {},
+    'LOGGING': {
+        'logdir': '~/log/sequent',
+        'logging_level': logging.INFO,
+        'console': True,
+        'file_prefix': '',
+        'file_suffix': '',
+        'file_mode': 'a',
+        'encoding': 'utf8',
+        'maxBytes': 0,
+        'backupCount': 0,
+        'when': None,
+        'interval': 1,
+        'utc': False,
+        'atTime': None,
+        'delay': False,
+    },
+}
+
+STEP_KEYS: frozenset = frozenset(
+    {'task_construct', 'max_concurrent', 'stop_on_exception', 'sequence_arg_name', 'pass_logger_to_task'})
+
+
+# ----------------------------------------------------------------------------------- merging
+
+def _copy(value: Any) -> Any:
+    """Copy mappings and lists deeply (as dicts and lists); other values are shared."""
+    if isinstance(value, Mapping):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+def merge(base: Mapping, over: Mapping) -> dict:
+    """Deep-merge ``over`` onto ``base`` (``over`` wins, nested mappings merged per key).
+
+    Returns new dicts and never mutates its inputs, so DEFAULTS stay pristine.
+    """
+    out = _copy(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = _copy(value)
+    return out
+
+
+# ----------------------------------------------------------------------------------- validators
+# A validator takes (value, dotted key) and returns the (possibly normalised) value or raises.
+
+Validator = Callable[[Any, str], Any]
+
+
+def _got(value: Any) -> str:
+    return f'{value!r} ({type(value).__name__})'
+
+
+def _fail(key: str, expected: str, value: Any) -> None:
+    raise ConfigError(f'configuration key {key!r}: expected {expected}, got {_got(value)}')
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check(test: Callable[[Any], bool], expected: str) -> Validator:
+    def validate(value: Any, key: str) -> Any:
+        if not test(value):
+            _fail(key, expected, value)
+        return value
+    return validate
+
+
+def _int(lo: int | None = None, hi: int | None = None) -> Validator:
+    expected = ('an int' if lo is None else f'an int >= {lo}' if hi is None
+                else f'an int between {lo} and {hi}')
+    return _check(lambda v: _is_int(v) and (lo is None or v >= lo) and (hi is None or v <= hi), expected)
+
+
+def _choice(*choices: str) -> Validator:
+    return _check(lambda v: v in choices, 'one of ' + ', '.join(map(repr, choices)))
+
+
+def _level(value: Any, key: str) -> int:
+    """A logging level: an int >= 0 or a level name in any case, normalised to the int."""
+    if _is_int(value) and value >= 0:
+        return value
+    if isinstance(value, str):
+        level = logging.getLevelName(value.upper())  # int for a known name, else 'Level X'
+        if _is_int(level):
+            return level
+    _fail(key, 'a logging level (an int or a name like DEBUG, INFO, WARNING)', value)
+
+
+def _at_time(value: Any, key: str) -> Any:
+    match = isinstance(value, str) and re.fullmatch(r'(\d{1,2}):(\d{2})(?::(\d{2}))?', value)
+    if value is None or (match and int(match[1]) < 24 and int(match[2]) < 60 and int(match[3] or 0) < 60):
+        return value
+    _fail(key, "a time 'HH:MM[:SS]' or None", value)
+
+
+def _mapping(value: Any, key: str) -> Mapping:
+    if not isinstance(value, Mapping):
+        _fail(key, 'a mapping', value)
+    return value
+
+
+def _databases(value: Any, key: str) -> Mapping:
+    for name, entry in _mapping(value, key).items():
+        entry_key = f'{key}.{name}'
+        if 'dialect' not in _mapping(entry, entry_key):
+            raise ConfigError(f"configuration key {entry_key!r}: missing the required key 'dialect'")
+        _str(entry['dialect'], f'{entry_key}.dialect')
+    return value
+
+
+def _hosts(value: Any, key: str) -> Mapping:
+    for name, host in _mapping(value, key).items():
+        if not isinstance(name, str):
+            _fail(f'{key}.{name}', 'a str host tag', name)
+        _str(host, f'{key}.{name}')
+    return value
+
+
+_str = _check(lambda v: isinstance(v, str), 'a str')
+_str_or_none = _check(lambda v: v is None or isinstance(v, str), 'a str or None')
+_bool = _check(lambda v: isinstance(v, bool), 'a bool')
+_number = _check(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0,
+                 'a number >= 0')
+_identifier = _check(
+    lambda v: v is None or (isinstance(v, str) and v.isidentifier() and not keyword.iskeyword(v)),
+    'a valid Python identifier or None')
+
+# The schema: a validator per key, or a nested schema (a dict) for a nested mapping.
+SCHEMA: dict = {
+    'envvar_prefix': _str,
+    'workdir': _str,
+    'debug': _bool,
+    'sleep_between_loops': _number,
+    'stop_on_exception': _bool,
+    'task_construct': _choice('process', 'thread', 'invoke'),
+    'max_concurrent': _int(),
+    'sequence_arg_name': _identifier,
+    'pass_logger_to_task': _bool,
+    'shared_db': _bool,
+    'ssh_config': _str,
+    'ssh_host': _str_or_none,
+    'ssh_port': _int(1, 65535),
+    'day_to_keep_db': _int(),
+    'remote_method': _str,
+    'DATABASES': _databases,
+    'HOSTS': _hosts,
+    'LOGGING': {
+        'logdir': _str,
+        'logging_level': _level,
+        'console': _bool,
+        'file_prefix': _str,
+        'file_suffix': _str,
+        'file_mode': _str,
+        'encoding': _str,
+        'maxBytes': _int(0),
+        'backupCount': _int(0),
+        'when': _str_or_none,
+        'interval': _int(1),
+        'utc': _bool,
+        'atTime': _at_time,
+        'delay': _bool,
+    },
+}
+
+
+def _warn(message: str) -> None:
+    """Warn with ConfigWarning, attributed to the first caller outside the sequent package."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    level, frame = 1, sys._getframe(0)
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, ConfigWarning, stacklevel=level)
+
+
+def _validate(config: dict, schema: Mapping, prefix: str = '') -> dict:
+    """Check ``config`` in place against ``schema``; warn about unknown keys. Returns ``config``."""
+    for key, value in config.items():
+        dotted = f'{prefix}{key}'
+        rule = schema.get(key)
+        if rule is None:
+            _warn(f'unknown configuration key {dotted!r} is ignored')
+        elif isinstance(rule, Mapping):
+            _validate(_mapping(value, dotted), rule, dotted + '.')
+        else:
+            config[key] = rule(value, dotted)
+    return config
+
+
+# ----------------------------------------------------------------------------------- expansion
+
+_REF = re.compile(r'\$\[([^\[\]]+)\]')
+
+
+def _expand(config: Mapping) -> dict:
+    """Expand every string value of ``config`` (recursively, lists included); returns a new dict."""
+
+    def lookup(path: str, origin: str, stack: tuple) -> Any:
+        if path in stack:
+            chain = ' -> '.join(stack[stack.index(path):] + (path,))
+            raise ConfigError(f'configuration key {origin!r}: reference cycle {chain}')
+        node: Any = config
+        for part in path.split('.'):
+            if not isinstance(node, Mapping) or part not in node:
+                raise ConfigError(f'configuration key {origin!r} refers to {path!r}, which does not exist')
+            node = node[part]
+        return expand(node, path, stack + (path,))
+
+    def expand(value: Any, key: str, stack: tuple) -> Any:
+        if isinstance(value, Mapping):
+            return {k: expand(v, f'{key}.{k}' if key else str(k), stack) for k, v in value.items()}
+        if isinstance(value, list):
+            return [expand(v, key, stack) for v in value]
+        if not isinstance(value, str):
+            return value
+        if value.startswith('~'):
+            value = os.path.expanduser(value)
+        inner = stack if stack[-1:] == (key,) else stack + (key,)
+        whole = _REF.fullmatch(value)
+        if whole:  # exactly one reference: substitute the value with its type
+            return lookup(whole.group(1).strip(), key, inner)
+        pieces = _REF.split(value)  # literal, ref, literal, ref, ..., literal
+        return ''.join(os.path.expandvars(p) if i % 2 == 0 else str(lookup(p.strip(), key, inner))
+                       for i, p in enumerate(pieces))
+
+    return expand(config, '', ())
+
+
+# ----------------------------------------------------------------------------------- loading
+
+def _read(config: Any) -> Mapping:
+    """Turn the ``config`` argument (None, mapping, YAML file path or YAML string) into a mapping."""
+    if config is None:
+        return {}
+    if isinstance(config, Mapping):
+        return config
+    if isinstance(config, os.PathLike) or (isinstance(config, str) and os.path.isfile(config)):
+        path = os.fsdecode(config)
+        try:
+            with open(path, encoding='utf-8') as f:
+                text = f.read()
+        except OSError as e:
+            raise ConfigError(f'cannot read configuration file {path!r}: {e}') from None
+        source = f'configuration file {path!r}'
+    elif isinstance(config, str):
+        text, source = config, None
+    else:
+        raise ConfigError(f'config must be a mapping, a YAML file path or a YAML string, got {_got(config)}')
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f'invalid YAML in {source or "configuration string"}: {e}') from None
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        if source:
+            raise ConfigError(f'{source} does not hold a YAML mapping, got {_got(data)}')
+        raise ConfigError(f'config is neither an existing YAML file nor a YAML mapping: {config!r}')
+    return data
+
+
+def _select(config: Mapping, tag: str) -> Mapping:
+    """Return the sub-tree of ``config`` at the dotted path ``tag``."""
+    node: Any = config
+    parts = tag.split('.')
+    for depth, part in enumerate(parts):
+        level = repr('.'.join(parts[:depth])) if depth else 'the top level'
+        if not isinstance(node, Mapping):
+            raise ConfigError(f'config_tag {tag!r}: the value at {level} is not a mapping, got {_got(node)}')
+        if part not in node:
+            available = ', '.join(map(repr, node)) or 'none'
+            raise ConfigError(f'config_tag {tag!r}: key {part!r} not found at {level} '
+                              f'(available keys: {available})')
+        node = node[part]
+    if not isinstance(node, Mapping):
+        raise ConfigError(f'config_tag {tag!r} does not select a mapping, got {_got(node)}')
+    return node
+
+
+def load_config(config: Any = None, config_tag: str | None = None, *, defaults: Mapping = DEFAULTS,
+                env_tag_var: str = 'SEQUENT_CONFIG_TAG') -> dict:
+    """Load, tag-select, merge over ``defaults``, expand and validate a configuration.
+
+    ``config`` is None, a mapping, a YAML file path or a YAML string; returns a new dict.
+    """
+    if isinstance(config, LoadedConfig) and not config_tag:
+        return LoadedConfig(merge(config, {}))  # already loaded: checked and expanded once is enough
+    user = _read(config)
+    tag = os.environ.get(env_tag_var, '') if config_tag is None else config_tag
+    if tag and config is not None:
+        user = _select(user, tag)
+    return LoadedConfig(_validate(_expand(merge(defaults, user)), SCHEMA))
+
+
+class LoadedConfig(dict):
+    """A configuration that :func:`load_config` made: loading it again only copies it."""
+
+
+def validate_step_config(config: Mapping | None, step_name: str) -> dict:
+    """Check a step's own ``config`` (only STEP_KEYS matter; others warn) and return those keys.
+
+    Errors and warnings name the step, so a typo in a deep step is easy to find.
+    """
+    if config is None:
+        return {}
+    if not isinstance(config, Mapping):
+        raise ConfigError(f'step {step_name!r}: config must be a mapping, got {_got(config)}')
+    known = {k: v for k, v in config.items() if k in STEP_KEYS}
+    for key in config:
+        if key not in STEP_KEYS:
+            _warn(f'step {step_name!r}: unknown configuration key {key!r} is ignored')
+    try:
+        return _validate(known, SCHEMA)
+    except ConfigError as e:
+        raise ConfigError(f'step {step_name!r}: {e}') from None
