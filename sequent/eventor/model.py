@@ -153,3 +153,30 @@ class Assoc:
     target: str
     target_is_step: bool
     delay: float = 0.0
+
+
+class Program:
+    """Everything an Eventor was told: events, steps, associations and the events to fire first."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, EventDef] = {}
+        self.steps: dict[str, StepDef] = {}
+        self.step_list: list[StepDef] = []  # by index; process tasks are named by index
+        self.assocs: dict[str, list[Assoc]] = {}
+        self.initial: list[tuple[str, tuple[int, ...]]] = []
+
+    def add_event(self, event: EventDef) -> EventDef:
+        event.index = len(self.events)
+        self.events[event.name] = event
+        return event
+
+    def add_step(self, step: StepDef) -> StepDef:
+        step.index = len(self.step_list)
+        self.steps[step.name] = step
+        self.step_list.append(step)
+        return step
+
+    @property
+    def has_steps_of(self) -> set[TaskConstruct]:
+        """The task constructs that processing steps of this program use."""
+        return {s.config.task_construct for s in self.step_list if not s.is_container}

@@ -1,0 +1,332 @@
+"""The Eventor: build a program of events, steps and associations, then run it against a store."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import inspect
+import logging
+import os
+import secrets
+from typing import Any, Callable, Iterable, Mapping, Optional, Union
+
+from . import config as _config
+from .conditions import Condition, simplify, to_condition
+from .context import install_thread_environ, uninstall_thread_environ
+from .dburl import default_store_path, resolve_store
+from .errors import EventorError
+from .logs import HOST, RunLogging, flow_logger_name, task_logger_name
+from .model import (DEFAULT_RECOVERY, Assoc, EventDef, Program, RunMode, StepConfig, StepDef, StepReplay,
+                    StepStatus, TaskConstruct, parse_sequence)
+from .runners import run_step
+from .scheduler import Scheduler
+from .store import Store
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+EventRef = Union[EventDef, str]
+StepRef = Union[StepDef, str]
+
+
+def calling_module() -> Optional[str]:
+    """The file of the first frame outside this package: the user's program."""
+    frame = inspect.currentframe()
+    try:
+        while frame is not None:
+            filename = frame.f_code.co_filename
+            if not os.path.abspath(filename).startswith(_PACKAGE_DIR + os.sep) and not filename.startswith("<frozen"):
+                return filename
+            frame = frame.f_back
+        return None
+    finally:
+        del frame
+
+
+def new_run_id() -> str:
+    """A run_id that is unique, sorts by start time and reads as one: ``20261126-183412-123456-3f9a``."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return now.strftime("%Y%m%d-%H%M%S-%f-") + secrets.token_hex(2)
+
+
+def _name(ref: Any, what: str) -> str:
+    if isinstance(ref, str):
+        return ref
+    name = getattr(ref, "name", None)
+    if isinstance(name, str):
+        return name
+    raise EventorError(f"expected {what} or its name, got {ref!r}")
+
+
+class Eventor:
+    """A program of events and steps, and the means to run it durably.
+
+    Build it with :meth:`add_event`, :meth:`add_step`, :meth:`add_container` and
+    :meth:`add_assoc`; say which events fire first with :meth:`trigger_event`; then
+    :meth:`run` it.  Every run is kept in the store under its ``run_id``.
+    """
+
+    def __init__(self, name: str = "", store: Any = "", run_mode: RunMode = RunMode.restart,
+                 recovery_run: Optional[int] = None, run_id: Optional[str] = None,
+                 config: Any = None, config_tag: Optional[str] = None, host: Optional[str] = None,
+                 program_file: Optional[str] = None):
+        self.program_file = program_file or calling_module()
+        base = os.path.basename(self.program_file) if self.program_file else ""
+        self.name = name or (base if base and not base.startswith("<") else "eventor")
+        self.config = _config.load_config(config, config_tag)
+        self.store = store
+        self.run_mode = RunMode(run_mode)
+        self.recovery_run = recovery_run
+        self.run_id: Optional[str] = run_id
+        self.host = host or HOST
+        self.program = Program()
+        self.recovery = 0
+        self._ran = False
+        self._step_defaults = {k: self.config[k] for k in _config.STEP_KEYS}
+
+    # -- building -------------------------------------------------------------------------------
+
+    def add_event(self, name: str, expr: Any = None, *, scope: Optional[str] = None) -> EventDef:
+        """Add an event; with ``expr`` (events, names, or_/and_, tuples meaning and) it fires by itself."""
+        if not isinstance(name, str) or not name:
+            raise EventorError(f"an event needs a non-empty name, got {name!r}")
+        condition = None if expr is None else simplify(self._condition(expr, name))
+        existing = self.program.events.get(name)
+        if existing is not None:
+            if existing.condition == condition and existing.scope == scope:
+                return existing
+            raise EventorError(f"event {name!r} is already defined with another expression")
+        return self.program.add_event(EventDef(name, condition, scope))
+
+    def _condition(self, expr: Any, name: str) -> Condition:
+        try:
+            return to_condition(expr)
+        except TypeError as exc:
+            raise EventorError(f"event {name!r}: {exc}") from None
+
+    def _step_config(self, config: Optional[Mapping], name: str) -> StepConfig:
+        values = dict(self._step_defaults)
+        try:
+            values.update(_config.validate_step_config(config, name))
+        except EventorError:
+            raise
+        return StepConfig(task_construct=TaskConstruct(values["task_construct"]),
+                          max_concurrent=int(values["max_concurrent"]),
+                          stop_on_exception=bool(values["stop_on_exception"]),
+                          sequence_arg_name=values["sequence_arg_name"],
+                          pass_logger_to_task=bool(values["pass_logger_to_task"]))
+
+    def _triggers(self, triggers: Optional[Mapping], name: str) -> dict[StepStatus, tuple[str, ...]]:
+        result: dict[StepStatus, tuple[str, ...]] = {}
+        for status, events in (triggers or {}).items():
+            try:
+                status = StepStatus(status)
+            except ValueError:
+                raise EventorError(f"step {name!r}: unknown status {status!r} in triggers") from None
+            if isinstance(events, (EventDef, str)):
+                events = (events,)
+            names = tuple(_name(e, "an event") for e in events)
+            targets = (StepStatus.success, StepStatus.failure) if status is StepStatus.complete else (status,)
+            for target in targets:
+                result[target] = result.get(target, ()) + tuple(n for n in names if n not in result.get(target, ()))
+        return result
+
+    def _recovery(self, recovery: Optional[Mapping], name: str) -> dict[StepStatus, StepReplay]:
+        result = dict(DEFAULT_RECOVERY)
+        given = dict(recovery or {})
+        complete = given.pop(StepStatus.complete, None)
+        for status, replay in given.items():
+            try:
+                result[StepStatus(status)] = StepReplay(replay)
+            except ValueError:
+                raise EventorError(f"step {name!r}: bad recovery entry {status!r}: {replay!r}") from None
+        if complete is not None:
+            for status in (StepStatus.success, StepStatus.failure):
+                if status not in given:
+                    result[status] = StepReplay(complete)
+        return result
+
+    def _check_new_step(self, name: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise EventorError(f"a step needs a non-empty name, got {name!r}")
+        if name in self.program.steps:
+            raise EventorError(f"step {name!r} is already defined")
+
+    def add_step(self, name: str, func: Optional[Callable] = None, args: Iterable = (),
+                 kwargs: Optional[Mapping] = None, triggers: Optional[Mapping] = None,
+                 host: Optional[str] = None, acquires: Any = None, releases: Any = None,
+                 recovery: Optional[Mapping] = None, config: Optional[Mapping] = None,
+                 import_file: Optional[str] = None, import_module: Any = None,
+                 *, scope: Optional[str] = None) -> StepDef:
+        """Add a processing step: ``func(*args, **kwargs)`` runs once per sequence it is started at."""
+        self._check_new_step(name)
+        if func is not None and not callable(func):
+            raise EventorError(f"step {name!r}: func must be callable, got {func!r}")
+        step = StepDef(name=name, func=func, args=tuple(args), kwargs=dict(kwargs or {}),
+                       triggers=self._triggers(triggers, name), config=self._step_config(config, name),
+                       recovery=self._recovery(recovery, name), host=host, acquires=tuple(acquires or ()),
+                       releases=None if releases is None else tuple(releases), scope=scope,
+                       import_module=tuple(import_module) if import_module else None, import_file=import_file)
+        return self.program.add_step(step)
+
+    def add_container(self, name: str, repeats: Any = (1,), starts: Iterable[EventRef] = (),
+                      triggers: Optional[Mapping] = None, acquires: Any = None, releases: Any = None,
+                      config: Optional[Mapping] = None, *, scope: Optional[str] = None,
+                      host: Optional[str] = None) -> StepDef:
+        """Add a container step: each item of ``repeats`` is one iteration firing ``starts`` at ``S.k``.
+
+        An iteration ends when nothing started inside it is pending; a ``None`` item or the end
+        of ``repeats`` ends the container.  Containers always replay in recovery.
+        """
+        self._check_new_step(name)
+        if repeats is not None and not callable(repeats):
+            try:
+                iter(repeats)
+            except TypeError:
+                raise EventorError(f"container {name!r}: repeats must be iterable or a callable returning "
+                                   f"an iterator, got {repeats!r}") from None
+        rerun = {status: StepReplay.rerun for status in DEFAULT_RECOVERY}
+        step = StepDef(name=name, triggers=self._triggers(triggers, name), config=self._step_config(config, name),
+                       recovery=rerun, host=host, acquires=tuple(acquires or ()),
+                       releases=None if releases is None else tuple(releases), scope=scope,
+                       is_container=True, repeats=repeats, starts=tuple(_name(e, "an event") for e in starts))
+        return self.program.add_step(step)
+
+    def add_assoc(self, event: EventRef, *targets: Union[StepRef, EventRef], delay: float = 0) -> None:
+        """When ``event`` fires at a sequence, start each target step, or fire each target event, there."""
+        if not isinstance(delay, (int, float)) or isinstance(delay, bool) or delay < 0:
+            raise EventorError(f"association of {_name(event, 'an event')!r}: delay must be a number >= 0, "
+                               f"got {delay!r}")
+        ev = _name(event, "an event")
+        for target in targets:
+            is_step = isinstance(target, StepDef) or (isinstance(target, str) and target in self.program.steps)
+            self.program.assocs.setdefault(ev, []).append(
+                Assoc(ev, _name(target, "a step or an event"), is_step, float(delay)))
+
+    def trigger_event(self, event: EventRef, sequence: Any = 1) -> None:
+        """Fire ``event`` at ``sequence`` when the run starts."""
+        try:
+            seq = parse_sequence(sequence)
+        except ValueError as exc:
+            raise EventorError(str(exc)) from None
+        self.program.initial.append((_name(event, "an event"), seq))
+
+    # -- checking -------------------------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Check that every name the program uses is defined; raises EventorError naming the first."""
+        p = self.program
+        for ev in p.events.values():
+            if ev.condition is not None:
+                for ref in ev.condition.refs():
+                    if ref not in p.events:
+                        raise EventorError(f"event {ev.name!r} refers to unknown event {ref!r}")
+        for name, assocs in p.assocs.items():
+            if name not in p.events:
+                raise EventorError(f"association of unknown event {name!r}")
+            for a in assocs:
+                if a.target_is_step and a.target not in p.steps:
+                    raise EventorError(f"event {name!r} is associated with unknown step {a.target!r}")
+                if not a.target_is_step and a.target not in p.events:
+                    raise EventorError(f"event {name!r} is associated with unknown step or event {a.target!r}")
+        for step in p.step_list:
+            for events in step.triggers.values():
+                for ev in events:
+                    if ev not in p.events:
+                        raise EventorError(f"step {step.name!r} triggers unknown event {ev!r}")
+            for ev in step.starts:
+                if ev not in p.events:
+                    raise EventorError(f"container {step.name!r} starts unknown event {ev!r}")
+            if step.scope is not None and not (step.scope in p.steps and p.steps[step.scope].is_container):
+                raise EventorError(f"step {step.name!r} is scoped in {step.scope!r}, which is not a container")
+        for name, _ in p.initial:
+            if name not in p.events:
+                raise EventorError(f"trigger_event of unknown event {name!r}")
+
+    def fingerprint(self) -> str:
+        """A digest of the program's shape (steps, containers, events), to notice a changed flow."""
+        digest = hashlib.sha256()
+        for step in self.program.step_list:
+            digest.update(f"{step.name}|{step.scope}|{step.is_container}\n".encode())
+        for ev in self.program.events.values():
+            digest.update(f"{ev.name}|{ev.scope}|{ev.condition}\n".encode())
+        return digest.hexdigest()[:16]
+
+    # -- running --------------------------------------------------------------------------------
+
+    def run(self, max_loops: int = -1) -> bool:
+        """Run the program to its end; True when no failure was left unhandled and nothing is left.
+
+        With ``max_loops`` >= 0 the coordinator stops after that many rounds: running tasks
+        finish, nothing new starts, and the run counts as incomplete (False).
+        """
+        self.validate()
+        if self.run_mode is not RunMode.restart:
+            raise EventorError("recovery runs are not available in this version")
+        run_id = self.run_id or new_run_id()
+        self.run_id = run_id
+        logger_name = flow_logger_name(self.name, run_id)
+        logs = RunLogging(logger_name, self.config["LOGGING"])
+        log = logs.start()
+        constructs = self.program.has_steps_of
+        launcher = None
+        store = None
+        threaded = TaskConstruct.thread in constructs
+        outcome = "failure"
+        try:
+            log.info("Process PID: %s; run_id: '%s'.", os.getpid(), run_id)
+            if threaded:
+                install_thread_environ()
+            if TaskConstruct.process in constructs:
+                launcher = self._start_launcher(logs)
+            target = resolve_store(self.store, self.config.get("DATABASES") or {},
+                                   default_store_path(self.program_file))
+            store = Store(target).open()
+            log.info("Eventor store file: %s", target.display)
+            if store.get_run(run_id) is not None:
+                raise EventorError(f"run_id {run_id!r} already exists in store {target.display}: "
+                                   f"recover it with run_mode=RUN_RECOVER, or start a new run with another run_id")
+            store.start_attempt(run_id=run_id, flow=self.name, program=self.program_file, host=self.host,
+                                mode=self.run_mode.name, recovery=self.recovery, based_on=None,
+                                fingerprint=self.fingerprint(), steps=list(self.program.steps))
+            scheduler = Scheduler(
+                self.program, store.writer(run_id, self.recovery, self.host), logger=log, run_id=run_id,
+                recovery=self.recovery, envvar_prefix=self.config["envvar_prefix"],
+                max_concurrent=self.config["max_concurrent"],
+                task_logger=lambda step, seq: task_logger_name(logger_name, step, seq),
+                launcher=launcher, on_task_start=logs.task_started, on_task_end=logs.task_ended,
+                max_loops=max_loops)
+            outcome = scheduler.run()
+            store.end_attempt(run_id, self.recovery, outcome)
+        finally:
+            if launcher is not None:
+                launcher.stop()
+            if threaded:
+                uninstall_thread_environ()
+            if store is not None:
+                store.close()
+            log.info("Processing finished with: %s", outcome)
+            logs.stop()
+        self._ran = True
+        return outcome == "success"
+
+    def _start_launcher(self, logs: RunLogging) -> Any:
+        """Fork the task launcher now, before the store is opened: tasks inherit the program by fork."""
+        from .launcher import ProcessLauncher  # only runs with process tasks need it
+
+        steps = self.program.step_list
+
+        def run_child(step_index: int, sequence: tuple, payload: dict) -> tuple[str, str, str, str]:
+            ctx = payload["ctx"]
+            os.environ.update(ctx.env)
+            logs.task_started(ctx.logger_name)
+            return run_step(steps[step_index], ctx)
+
+        launcher = ProcessLauncher(run_child, name=f"sequent-launcher-{self.name}")
+        launcher.start()
+        return launcher
+
+    def close(self) -> None:
+        """Nothing stays open between runs; kept for the original's API."""
+
+    def __repr__(self) -> str:
+        return f"<Eventor {self.name!r} run_id={self.run_id!r}: {len(self.program.steps)} steps>"

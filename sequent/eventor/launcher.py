@@ -1,0 +1,866 @@
+"""The process runner of the engine: one forked launcher ("zygote") that forks a child per task.
+
+The coordinator calls :meth:`ProcessLauncher.start` at the very start of a run, before it opens its
+database or starts a thread.  The launcher process is a fork of the coordinator, so it already holds
+the whole program (functions, closures, arguments): a task is started by a small message naming the
+task, and the launcher forks a child that calls ``run_child`` and reports the outcome through a pipe.
+The launcher is single-threaded, so forking from it is safe even when the coordinator has threads.
+
+Protocol: coordinator and launcher talk over an ``AF_UNIX``/``SOCK_STREAM`` socket pair carrying
+length-prefixed pickles (4-byte big-endian length, then the pickle).  A child sends its outcome the
+same way over its own pipe.  The launcher waits with :mod:`selectors` on the socket, each child's
+result pipe and each child's pidfd (or, without ``os.pidfd_open``, a ``SIGCHLD`` wakeup pipe), so it
+never polls.  When the coordinator goes away (end of file on the socket) the launcher terminates its
+children (``SIGTERM``, then ``SIGKILL`` after a grace period), reaps them and exits; each child also
+asks the kernel for ``SIGKILL`` should the launcher itself die.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import pickle
+import selectors
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import traceback
+import weakref
+from dataclasses import dataclass
+from typing import Any, Callable, NoReturn
+
+try:        # the C module: in a fresh child, signal.signal's enum wrapping costs ~100 us a call
+    import _signal
+except ImportError:  # pragma: no cover - not CPython
+    _signal = signal  # type: ignore[assignment]
+
+__all__ = ['Completion', 'ProcessLauncher']
+
+RunChild = Callable[[int, tuple, dict], tuple[str, str, str, str]]
+
+_HEADER = struct.Struct('!I')
+_MAX_MESSAGE = 0xFFFFFFFF
+_CHUNK = 65536                 # below malloc's mmap threshold, and the default pipe capacity
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
+_ORPHAN_GRACE = 5.0            # seconds a task gets after SIGTERM when the coordinator vanished
+_STOP_MARGIN = 10.0            # seconds stop() waits beyond `grace` before it SIGKILLs the launcher
+_PR_SET_PDEATHSIG = 1
+
+# Tests set this to False to exercise the SIGCHLD fallback; read by the launcher when it starts.
+_USE_PIDFD = hasattr(os, 'pidfd_open')
+
+# Coordinator -> launcher message kinds.
+_MSG_LAUNCH = 0
+_MSG_SIGNAL = 1
+_MSG_STOP = 2
+
+# Kinds of selector registrations inside the launcher.
+_EV_SOCK = 0
+_EV_RESULT = 1
+_EV_EXIT = 2
+_EV_WAKE = 3
+
+_SIGINT = int(signal.SIGINT)
+_SIGCHLD = int(signal.SIGCHLD)
+_SIG_DFL = int(signal.SIG_DFL)
+_SIG_IGN = int(signal.SIG_IGN)
+_SIGKILL = int(signal.SIGKILL)
+
+_SUCCESS = 'success'
+_FAILURE = 'failure'
+
+# Coordinator-side sockets of live launchers: a launcher forked later closes its copies of them, so
+# that each launcher sees end of file as soon as the coordinator is gone.
+_LIVE_SOCKETS: 'weakref.WeakSet[socket.socket]' = weakref.WeakSet()
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The outcome of one launched task, as the coordinator collects it.
+
+    ``pid`` is 0 when no task process is known (it could not be started, or the launcher died first).
+    ``exitcode``/``signal`` describe the task process; for a task lost with its launcher they
+    describe the launcher.
+    """
+
+    task_id: int
+    pid: int
+    status: str
+    result: str
+    error: str
+    traceback: str
+    exitcode: int | None
+    signal: int | None
+
+
+# --------------------------------------------------------------------------------------------
+# Small shared helpers
+
+
+def _frame(obj: Any) -> bytes:
+    """Pickle ``obj`` with its length prefix: one message of the wire protocol."""
+    data = pickle.dumps(obj, _PROTOCOL)
+    return _HEADER.pack(len(data)) + data
+
+
+def _signal_name(signum: int) -> str:
+    """``SIGKILL`` for 9, or ``signal N`` for a number the platform does not name."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f'signal {signum}'
+
+
+def _describe_end(what: str, exitcode: int | None, signum: int | None) -> str:
+    """How a process ended, in words: 'task process was killed by signal 9 (SIGKILL)'."""
+    if signum is not None:
+        return f'{what} was killed by signal {signum} ({_signal_name(signum)})'
+    if exitcode is not None:
+        return f'{what} exited with code {exitcode}'
+    return f'{what} ended for an unknown reason'
+
+
+def _decode_status(status: int) -> tuple[int | None, int | None]:
+    """Split a wait status into (exit code, signal); exactly one is set for an ended process."""
+    if os.WIFSIGNALED(status):
+        return None, os.WTERMSIG(status)
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status), None
+    return None, None
+
+
+def _close_quietly(fds: 'list[int] | set[int]') -> None:
+    """Close file descriptors, ignoring ones already closed."""
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _has_whole_message(buf: bytearray) -> bool:
+    """Whether the first message in ``buf`` has arrived whole."""
+    return len(buf) >= _HEADER.size and len(buf) >= _HEADER.size + _HEADER.unpack_from(buf)[0]
+
+
+def _first_message(buf: bytearray) -> bytes | None:
+    """The payload of the first message in ``buf`` when it has arrived whole, else None."""
+    if not _has_whole_message(buf):
+        return None
+    return bytes(memoryview(buf)[_HEADER.size:_HEADER.size + _HEADER.unpack_from(buf)[0]])
+
+
+# --------------------------------------------------------------------------------------------
+# The task child
+
+
+def _exception_text(exc: BaseException) -> str:
+    """One-line 'Type: message' text of an exception."""
+    return ''.join(traceback.format_exception_only(type(exc), exc)).strip()
+
+
+def _run_task(run_child: RunChild, step_index: int, sequence: tuple, payload: dict) -> tuple[str, str, str, str]:
+    """Call ``run_child`` with Ctrl-C enabled and turn anything it does into an outcome tuple.
+
+    SIGINT raises KeyboardInterrupt only while ``run_child`` runs; afterwards it is ignored so that
+    the outcome is always written whole.
+    """
+    try:
+        _signal.signal(_SIGINT, _signal.default_int_handler)
+        try:
+            value = run_child(step_index, sequence, payload)
+        finally:
+            _signal.signal(_SIGINT, _SIG_IGN)
+        if not (isinstance(value, (tuple, list)) and len(value) == 4 and value[0] in (_SUCCESS, _FAILURE)
+                and all(isinstance(x, str) for x in value[1:])):
+            raise TypeError(f'run_child returned an invalid outcome: {value!r:.300}')
+        return tuple(value)
+    except SystemExit as exc:
+        if exc.code is None or exc.code == 0:
+            return (_SUCCESS, '', '', '')
+        return (_FAILURE, '', _exception_text(exc), traceback.format_exc())
+    except BaseException as exc:  # noqa: B036 - a task's failure of any kind is reported, not raised
+        return (_FAILURE, '', _exception_text(exc), traceback.format_exc())
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to a blocking fd (the launcher reads while we write)."""
+    written = os.write(fd, data)
+    if written < len(data):             # more than the pipe holds: the launcher drains it meanwhile
+        view = memoryview(data)[written:]
+        while view:
+            view = view[os.write(fd, view):]
+
+
+def _write_outcome(fd: int, outcome: tuple[str, str, str, str]) -> None:
+    """Send the outcome to the launcher as one length-prefixed pickle."""
+    data = pickle.dumps(outcome, _PROTOCOL)
+    if len(data) > _MAX_MESSAGE:
+        data = pickle.dumps((_FAILURE, '', f'task outcome too large to report ({len(data)} bytes)', ''), _PROTOCOL)
+    _write_all(fd, _HEADER.pack(len(data)) + data)
+
+
+def _flush_stdio(ignore: type[BaseException] = BaseException) -> None:
+    """Flush Python's stdout/stderr buffers (os._exit would drop them, a fork would copy them)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except ignore:  # a child ignores everything here: nothing may stop it from exiting
+            pass
+
+
+# --------------------------------------------------------------------------------------------
+# The launcher process
+
+
+class _Task:
+    """A task child as the launcher tracks it, until it is reaped."""
+
+    __slots__ = ('task_id', 'pid', 'rfd', 'pidfd', 'buf')
+
+    def __init__(self, task_id: int, pid: int, rfd: int) -> None:
+        self.task_id = task_id
+        self.pid = pid
+        self.rfd = rfd          # result pipe, -1 once closed
+        self.pidfd = -1         # -1 when closed or in SIGCHLD mode
+        self.buf = bytearray()
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    """libc's prctl via ctypes (loaded once in the launcher), or None where unavailable."""
+    try:
+        import ctypes
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (ImportError, OSError, AttributeError):
+        return None
+
+
+def _pidfd_works() -> bool:
+    """Whether os.pidfd_open is present and allowed by the kernel (seccomp may refuse it)."""
+    if not _USE_PIDFD or not hasattr(os, 'pidfd_open'):
+        return False
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:
+        return False
+    return True
+
+
+def _reset_inherited_signals() -> None:
+    """Drop the coordinator's Python signal handlers and wakeup fd; they mean nothing here."""
+    signal.set_wakeup_fd(-1)
+    for signum in signal.valid_signals():
+        try:
+            if callable(signal.getsignal(signum)):
+                signal.signal(signum, signal.SIG_DFL)
+        except (OSError, ValueError, RuntimeError):
+            pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _raise_fd_limit() -> tuple[int, int] | None:
+    """Raise the soft open-files limit (each running task costs two fds); return the old limits."""
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = hard if hard != resource.RLIM_INFINITY else 1 << 16
+        if soft == resource.RLIM_INFINITY or soft >= target:
+            return None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        return soft, hard
+    except (ImportError, OSError, ValueError):
+        return None
+
+
+class _Launcher:
+    """The launcher's event loop: forks task children, collects their outcomes, reports them."""
+
+    def __init__(self, sock: socket.socket, run_child: RunChild) -> None:
+        self.sock = sock
+        self.run_child = run_child
+        self.my_pid = os.getpid()
+        self.sel = selectors.DefaultSelector()
+        self.tasks: dict[int, _Task] = {}          # by pid, until reaped
+        self.inbuf = bytearray()
+        self.outbuf = bytearray()
+        self.chunk = bytearray(_CHUNK)
+        self.view = memoryview(self.chunk)
+        self.peer_gone = False
+        self.want_write = False
+        self.stopping = False
+        self.killed = False
+        self.deadline = 0.0
+        self.wake_r = self.wake_w = -1
+        self.prctl = _load_prctl()
+        if self.prctl is not None:
+            self.prctl(_PR_SET_PDEATHSIG, 0, 0, 0, 0)  # warm ctypes up: halves the call in children
+        self.old_nofile = _raise_fd_limit()
+        self.resource = sys.modules.get('resource')
+        self.use_pidfd = _pidfd_works()
+        # Every fd of the launcher's own, which a new child closes first thing.
+        self.fds: set[int] = {sock.fileno(), self.sel.fileno()}
+        sock.setblocking(False)
+        self.sel.register(sock, selectors.EVENT_READ, (_EV_SOCK, None))
+        if not self.use_pidfd:
+            self._install_sigchld_wakeup()
+
+    def _install_sigchld_wakeup(self) -> None:
+        """Fallback without pidfds: SIGCHLD writes to a wakeup pipe that the selector watches."""
+        self.wake_r, self.wake_w = os.pipe()
+        self.fds.update((self.wake_r, self.wake_w))
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        self.sel.register(self.wake_r, selectors.EVENT_READ, (_EV_WAKE, None))
+
+    # -- main loop ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Serve until told to stop (or orphaned) and every child is reaped and reported."""
+        while not (self.stopping and not self.tasks and (not self.outbuf or self.peer_gone)):
+            timeout = None
+            if self.stopping and not self.killed:
+                timeout = max(0.0, self.deadline - time.monotonic())
+            for key, mask in self.sel.select(timeout):
+                kind, task = key.data
+                if kind == _EV_RESULT:
+                    self._read_result(task)
+                elif kind == _EV_EXIT:
+                    self._on_pidfd(task)
+                elif kind == _EV_SOCK:
+                    if mask & selectors.EVENT_READ:
+                        self._read_socket()
+                else:
+                    self._on_sigchld()
+            if self.stopping and not self.killed and time.monotonic() >= self.deadline:
+                self._signal_all(signal.SIGKILL)
+                self.killed = True
+            self._flush()
+
+    # -- coordinator socket ------------------------------------------------------------------
+
+    def _read_socket(self) -> None:
+        """Take in what the coordinator sent and act on every whole message."""
+        try:
+            n = self.sock.recv_into(self.chunk)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            n = 0
+        if n == 0:
+            self._lose_peer()
+            return
+        self.inbuf += self.view[:n]
+        buf = self.inbuf
+        pos = 0
+        while len(buf) - pos >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(buf, pos)
+            end = pos + _HEADER.size + size
+            if len(buf) < end:
+                break
+            message = pickle.loads(memoryview(buf)[pos + _HEADER.size:end])
+            pos = end
+            self._dispatch(message)
+        del buf[:pos]
+
+    def _dispatch(self, message: tuple) -> None:
+        """Carry out one coordinator message."""
+        kind = message[0]
+        if kind == _MSG_LAUNCH:
+            self._spawn(*message[1:])
+        elif kind == _MSG_SIGNAL:
+            self._signal_all(message[1])
+        elif kind == _MSG_STOP:
+            self._begin_stop(message[1])
+
+    def _lose_peer(self) -> None:
+        """The coordinator is gone: nobody to report to, so end the tasks and exit."""
+        self.peer_gone = True
+        self.outbuf.clear()
+        try:
+            self.sel.unregister(self.sock)
+        except (KeyError, ValueError):
+            pass
+        self._begin_stop(_ORPHAN_GRACE)
+
+    def _flush(self) -> None:
+        """Send buffered completions without blocking; watch for writability while some remain."""
+        if self.peer_gone:
+            return
+        if self.outbuf:
+            try:
+                sent = self.sock.send(self.outbuf, socket.MSG_NOSIGNAL)
+                del self.outbuf[:sent]
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:
+                self._lose_peer()
+                return
+        want = bool(self.outbuf)
+        if want != self.want_write:
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if want else 0)
+            self.sel.modify(self.sock, events, (_EV_SOCK, None))
+            self.want_write = want
+
+    def _report(self, task_id: int, pid: int, exitcode: int | None, signum: int | None,
+                raw: bytes | None, error: str) -> None:
+        """Queue one completion for the coordinator; ``raw`` is the child's own pickled outcome."""
+        if not self.peer_gone:
+            self.outbuf += _frame((task_id, pid, exitcode, signum, raw, error))
+
+    # -- stopping ----------------------------------------------------------------------------
+
+    def _signal_all(self, signum: int) -> None:
+        """Send a signal to every task child not yet reaped (so its pid cannot have been reused)."""
+        for pid in list(self.tasks):
+            try:
+                os.kill(pid, signum)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def _begin_stop(self, grace: float) -> None:
+        """SIGTERM the children now; the main loop SIGKILLs them once ``grace`` seconds have passed."""
+        deadline = time.monotonic() + max(0.0, grace)
+        if self.stopping:
+            self.deadline = min(self.deadline, deadline)
+            return
+        self.stopping = True
+        self.deadline = deadline
+        self._signal_all(signal.SIGTERM)
+
+    # -- task children -----------------------------------------------------------------------
+
+    def _spawn(self, task_id: int, step_index: int, sequence: tuple, payload: dict) -> None:
+        """Fork a child for one task and watch its result pipe and its exit."""
+        if self.stopping:
+            self._report(task_id, 0, None, None, None, 'launcher is stopping; task not started')
+            return
+        try:
+            rfd, wfd = os.pipe()
+        except OSError as exc:
+            self._report(task_id, 0, None, None, None, f'could not start task process: {exc}')
+            return
+        self.fds.add(rfd)
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            self.fds.discard(rfd)
+            _close_quietly([rfd, wfd])
+            self._report(task_id, 0, None, None, None, f'could not start task process: {exc}')
+            return
+        if pid == 0:
+            try:
+                self._child(wfd, step_index, sequence, payload)
+            finally:
+                os._exit(1)
+        os.close(wfd)
+        os.set_blocking(rfd, False)
+        task = _Task(task_id, pid, rfd)
+        self.tasks[pid] = task
+        self.sel.register(rfd, selectors.EVENT_READ, (_EV_RESULT, task))
+        if self.use_pidfd:
+            try:
+                task.pidfd = os.pidfd_open(pid)
+                self.fds.add(task.pidfd)
+            except OSError as exc:
+                os.kill(pid, signal.SIGKILL)
+                self._finish(task, os.waitpid(pid, 0)[1], f'could not watch task process: {exc}')
+                return
+            self.sel.register(task.pidfd, selectors.EVENT_READ, (_EV_EXIT, task))
+
+    def _child(self, wfd: int, step_index: int, sequence: tuple, payload: dict) -> NoReturn:
+        """Body of a task child: shed the launcher's state, run the task, report, exit.
+
+        Every distinct call here costs page faults in each child, so the path is kept short.
+        """
+        code = 0
+        try:
+            self._prepare_child()
+            outcome = _run_task(self.run_child, step_index, sequence, payload)
+            _write_outcome(wfd, outcome)
+            _flush_stdio()
+        except BaseException:  # noqa: B036 - a child must never return into the launcher loop
+            code = 1
+        finally:
+            os._exit(code)
+
+    def _prepare_child(self) -> None:
+        """In a new child: die with the launcher, restore signals, close the launcher's fds."""
+        if self.prctl is not None:
+            self.prctl(_PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0)
+            if os.getppid() != self.my_pid:    # the launcher died before prctl took effect
+                os._exit(1)
+        if not self.use_pidfd:
+            _signal.set_wakeup_fd(-1)
+            _signal.signal(_SIGCHLD, _SIG_DFL)
+        # SIGTERM is already at its default: the launcher keeps it there, and children inherit it.
+        _close_quietly(self.fds)
+        if self.old_nofile is not None and self.resource is not None:
+            self.resource.setrlimit(self.resource.RLIMIT_NOFILE, self.old_nofile)
+
+    def _read_result(self, task: _Task) -> None:
+        """Read what a child wrote so far; stop watching the pipe once its outcome is whole."""
+        if task.rfd < 0:
+            return              # a stale event: the pipe was closed earlier in this round
+        try:
+            n = os.readv(task.rfd, [self.chunk])
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            n = 0
+        if n:
+            task.buf += self.view[:n]
+        if n == 0 or _has_whole_message(task.buf):
+            self._close_result(task)
+
+    def _close_result(self, task: _Task) -> None:
+        """Unregister and close a child's result pipe."""
+        self.sel.unregister(task.rfd)
+        self.fds.discard(task.rfd)
+        os.close(task.rfd)
+        task.rfd = -1
+
+    def _drain_result(self, task: _Task) -> None:
+        """After the child ended: take what is left in its pipe (never blocks) and close it."""
+        while task.rfd >= 0:
+            try:
+                n = os.readv(task.rfd, [self.chunk])
+            except (BlockingIOError, InterruptedError):
+                n = 0   # a grandchild still holds the write end; the child's own writes are all here
+            except OSError:
+                n = 0
+            if n == 0:
+                self._close_result(task)
+            else:
+                task.buf += self.view[:n]
+
+    def _on_pidfd(self, task: _Task) -> None:
+        """A child's pidfd is readable: it has ended, so reap it."""
+        if task.pidfd < 0:
+            return
+        try:
+            pid, status = os.waitpid(task.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = task.pid, -1
+        if pid:
+            self._finish(task, status)
+
+    def _on_sigchld(self) -> None:
+        """Fallback mode: SIGCHLD woke us; reap every child that has ended."""
+        try:
+            while os.read(self.wake_r, _CHUNK):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        while self.tasks:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            task = self.tasks.get(pid)
+            if task is not None:
+                self._finish(task, status)
+
+    def _finish(self, task: _Task, status: int, error: str = '') -> None:
+        """A child was reaped: release its fds and report its outcome, or why there is none."""
+        del self.tasks[task.pid]
+        if task.pidfd >= 0:
+            self.sel.unregister(task.pidfd)
+            self.fds.discard(task.pidfd)
+            os.close(task.pidfd)
+            task.pidfd = -1
+        self._drain_result(task)
+        exitcode, signum = _decode_status(status) if status >= 0 else (None, None)
+        raw = _first_message(task.buf)
+        if raw is None and not error:
+            error = _describe_end('task process', exitcode, signum) + ' without a result'
+        self._report(task.task_id, task.pid, exitcode, signum, raw, error)
+
+
+def _launcher_main(sock: socket.socket, run_child: RunChild) -> NoReturn:
+    """Entry point of the forked launcher process; it only ever leaves through os._exit."""
+    code = 0
+    try:
+        _reset_inherited_signals()
+        for other in list(_LIVE_SOCKETS):   # detach: the copied object must not close a reused fd
+            if other.fileno() >= 0:
+                _close_quietly([other.detach()])
+        gc.freeze()   # children then leave the inherited objects' pages unshared less often
+        _Launcher(sock, run_child).run()
+    except BaseException:  # noqa: B036 - the launcher must never return into the coordinator's code
+        code = 70
+        try:
+            traceback.print_exc()
+            _flush_stdio()
+        except BaseException:  # noqa: B036
+            pass
+    finally:
+        os._exit(code)
+
+
+# --------------------------------------------------------------------------------------------
+# The coordinator side
+
+
+class ProcessLauncher:
+    """Runs each task in its own forked process, by way of one launcher process forked early.
+
+    Use from the coordinator: ``start()`` before any thread or database exists, then ``launch()``
+    tasks, select on ``fileno()`` and ``collect()`` completions, and ``stop()`` at the end.  Methods
+    are serialized by a lock, but the class is meant for one coordinating thread.
+    """
+
+    def __init__(self, run_child: RunChild, *, name: str = 'sequent-launcher') -> None:
+        """``run_child(step_index, sequence, payload)`` runs in the task child and returns
+        ``(status, result_text, error_text, traceback_text)``, status ``'success'``/``'failure'``."""
+        self._run_child = run_child
+        self._name = name
+        self._lock = threading.RLock()
+        self._sock: socket.socket | None = None
+        self._pid: int | None = None
+        self._stopped = False
+        self._dead = False                    # the launcher ended and was reaped
+        self._death: tuple[int | None, int | None] = (None, None)
+        self._running: set[int] = set()
+        self._pending: list[Completion] = []  # completions made here, handed out by collect()
+        self._inbuf = bytearray()
+        self._chunk = bytearray(4 * _CHUNK)
+        self._view = memoryview(self._chunk)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Fork the launcher process now (once; later calls do nothing)."""
+        with self._lock:
+            if self._pid is not None or self._stopped:
+                if self._stopped:
+                    raise RuntimeError(f'{self._name}: cannot start a stopped launcher')
+                return
+            _flush_stdio(Exception)   # else the launcher and each task would write it out again
+            mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                pid = os.fork()
+            except BaseException:
+                mine.close()
+                theirs.close()
+                raise
+            if pid == 0:
+                try:
+                    mine.close()
+                finally:
+                    _launcher_main(theirs, self._run_child)
+            theirs.close()
+            self._sock = mine
+            self._pid = pid
+            _LIVE_SOCKETS.add(mine)
+
+    def stop(self, grace: float = 5.0) -> list[Completion]:
+        """End the launcher and return the completions not collected yet.
+
+        Running tasks get SIGTERM, then SIGKILL after ``grace`` seconds; the launcher reaps them and
+        reports them (as failures), then exits and is reaped here.  Idempotent.
+        """
+        with self._lock:
+            if self._stopped:
+                return []
+            self._stopped = True
+            if self._sock is None:
+                return []
+            out = self._take_pending()
+            if not self._dead:
+                try:
+                    self._sock.sendall(_frame((_MSG_STOP, grace)), socket.MSG_NOSIGNAL)
+                except OSError:
+                    pass
+                self._read_until_eof(out, max(0.0, grace) + _STOP_MARGIN)
+                self._launcher_gone(out)
+            _LIVE_SOCKETS.discard(self._sock)
+            self._sock.close()
+            return out
+
+    def __enter__(self) -> 'ProcessLauncher':
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def fileno(self) -> int:
+        """The fd to select on: readable when completions (or the launcher's end) can be collected."""
+        if self._sock is None or self._stopped:
+            raise RuntimeError(f'{self._name}: not running')
+        return self._sock.fileno()
+
+    @property
+    def running(self) -> int:
+        """Tasks launched and not yet collected."""
+        return len(self._running)
+
+    @property
+    def pid(self) -> int | None:
+        """The launcher's process id, once started."""
+        return self._pid
+
+    @property
+    def alive(self) -> bool:
+        """Started, not stopped, and not seen dead by collect() (a death is noticed on collect)."""
+        return self._pid is not None and not self._stopped and not self._dead
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    def launch(self, task_id: int, step_index: int, sequence: tuple, payload: dict) -> None:
+        """Have the launcher fork a child running ``run_child(step_index, sequence, payload)``.
+
+        If the launcher has died, the task's failure is handed out by the next collect().
+        """
+        with self._lock:
+            sock = self._require_started()
+            if task_id in self._running:
+                raise ValueError(f'task {task_id} is already running')
+            if self._dead:
+                self._pending.append(self._lost(task_id, 'task not started'))
+                return
+            message = _frame((_MSG_LAUNCH, task_id, step_index, sequence, payload))
+            self._running.add(task_id)
+            try:
+                sock.sendall(message, socket.MSG_NOSIGNAL)
+            except OSError:
+                pass    # the launcher died; collect() sees end of file and fails this task
+
+    def collect(self) -> list[Completion]:
+        """Everything completed so far, without blocking.
+
+        If the launcher has died, every task still running is returned as a failure naming how the
+        launcher ended (its exit code or signal are in the completion).
+        """
+        with self._lock:
+            if self._sock is None or self._stopped:
+                return []
+            out = self._take_pending()
+            if not self._dead:
+                eof = self._receive(out)
+                if eof:
+                    self._launcher_gone(out)
+            return out
+
+    def signal_tasks(self, signum: int) -> None:
+        """Send ``signum`` to every running task process (for instance SIGINT to interrupt them)."""
+        with self._lock:
+            sock = self._require_started()
+            if self._dead:
+                return
+            try:
+                sock.sendall(_frame((_MSG_SIGNAL, int(signum))), socket.MSG_NOSIGNAL)
+            except OSError:
+                pass
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _require_started(self) -> socket.socket:
+        """The socket, or RuntimeError when the launcher was never started or is stopped."""
+        if self._sock is None:
+            raise RuntimeError(f'{self._name}: start() was not called')
+        if self._stopped:
+            raise RuntimeError(f'{self._name}: stopped')
+        return self._sock
+
+    def _take_pending(self) -> list[Completion]:
+        """Hand out the completions made on this side."""
+        out, self._pending = self._pending, []
+        return out
+
+    def _receive(self, out: list[Completion]) -> bool:
+        """Read all that is available now, append whole completions to ``out``; True at EOF."""
+        assert self._sock is not None
+        eof = False
+        while True:
+            try:
+                n = self._sock.recv_into(self._chunk, 0, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                n = 0
+            if n == 0:
+                eof = True
+                break
+            self._inbuf += self._view[:n]
+            if n < len(self._chunk):
+                break
+        self._parse(out)
+        return eof
+
+    def _parse(self, out: list[Completion]) -> None:
+        """Turn the whole messages in the input buffer into completions."""
+        buf = self._inbuf
+        pos = 0
+        while len(buf) - pos >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(buf, pos)
+            end = pos + _HEADER.size + size
+            if len(buf) < end:
+                break
+            message = pickle.loads(memoryview(buf)[pos + _HEADER.size:end])
+            pos = end
+            out.append(self._completion(*message))
+        del buf[:pos]
+
+    def _completion(self, task_id: int, pid: int, exitcode: int | None, signum: int | None,
+                    raw: bytes | None, error: str) -> Completion:
+        """Build a Completion from a launcher message (decoding the child's own outcome)."""
+        self._running.discard(task_id)
+        if raw is not None:
+            try:
+                status, result, err, tb = pickle.loads(raw)
+                return Completion(task_id, pid, status, result, err, tb, exitcode, signum)
+            except Exception as exc:
+                error = f'undecodable outcome from task process: {exc!r}'
+        return Completion(task_id, pid, _FAILURE, '', error, '', exitcode, signum)
+
+    def _read_until_eof(self, out: list[Completion], timeout: float) -> None:
+        """Collect until the launcher closes its end; SIGKILL it if it takes more than ``timeout``."""
+        assert self._sock is not None and self._pid is not None
+        deadline = time.monotonic() + timeout
+        killed = False
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._sock, selectors.EVENT_READ)
+            while not self._receive(out):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    if killed:
+                        return
+                    try:
+                        os.kill(self._pid, signal.SIGKILL)   # its children follow (parent-death signal)
+                    except ProcessLookupError:
+                        pass
+                    killed = True
+                    deadline = time.monotonic() + _STOP_MARGIN
+                    continue
+                sel.select(remaining)
+
+    def _launcher_gone(self, out: list[Completion]) -> None:
+        """Reap the launcher and fail every task it had not reported."""
+        assert self._pid is not None
+        try:
+            _, status = os.waitpid(self._pid, 0)
+            self._death = _decode_status(status)
+        except ChildProcessError:
+            self._death = (None, None)
+        self._dead = True
+        for task_id in sorted(self._running):
+            out.append(self._lost(task_id, 'task lost'))
+        self._running.clear()
+
+    def _lost(self, task_id: int, what: str) -> Completion:
+        """A failure for a task the launcher can no longer run or report."""
+        exitcode, signum = self._death
+        error = f'{_describe_end(f"launcher process {self._name!r}", exitcode, signum)}; {what}'
+        return Completion(task_id, 0, _FAILURE, '', error, '', exitcode, signum)

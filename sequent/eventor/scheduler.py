@@ -1,0 +1,474 @@
+"""The coordinator: a state machine driven by task completions and due delays.
+
+One thread owns every piece of scheduling state.  It blocks on one ``select`` over the thread
+inbox and the process launcher, with the nearest due delay as timeout; it never sleeps a fixed
+interval and never rereads the store.  A *round* applies what happened, lets everything that
+can now start pass its gates, commits the round's store changes, and only then launches: a
+task's start is never visible before the state it depends on is durable.
+
+Containers run as frames: a frame is one iteration of one container (the root is a frame
+too).  A frame counts what is pending inside it (tasks, delays, child containers); when the
+count drops to zero the iteration is over, and the container starts its next one or ends.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import selectors
+import time
+from collections import deque
+from typing import Any, Callable, Iterator, Optional
+
+from .context import TaskContext
+from .model import (FINAL_STATUSES, Program, StepDef, StepStatus, TaskConstruct, format_sequence)
+from .runners import Inbox, Outcome, ThreadRunner, run_step
+from .store import RunWriter
+
+_END = object()
+
+
+class Frame:
+    """One iteration of a container (``owner``), or the root of the run (``owner`` None)."""
+
+    __slots__ = ("owner", "seq", "parent", "pending", "failed", "stopping", "children")
+
+    def __init__(self, owner: Optional["Task"], seq: tuple, parent: Optional["Frame"]):
+        self.owner = owner
+        self.seq = seq
+        self.parent = parent
+        self.pending = 0  # tasks, delays and child containers not yet ended
+        self.failed = False  # an unhandled failure happened inside
+        self.stopping = False  # no new task may start inside
+        self.children: set[Frame] = set()
+
+    def halted(self) -> bool:
+        """True when this frame or one around it is stopping."""
+        frame: Optional[Frame] = self
+        while frame is not None:
+            if frame.stopping:
+                return True
+            frame = frame.parent
+        return False
+
+    def within(self, other: "Frame") -> bool:
+        frame: Optional[Frame] = self
+        while frame is not None:
+            if frame is other:
+                return True
+            frame = frame.parent
+        return False
+
+
+class Task:
+    """A step at a sequence, in this attempt."""
+
+    __slots__ = ("id", "step", "seq", "seq_str", "frame", "status", "created", "started", "recorded",
+                 "iterator", "iteration", "current", "error")
+
+    def __init__(self, id: int, step: StepDef, seq: tuple, frame: Frame, now: float):
+        self.id = id
+        self.step = step
+        self.seq = seq
+        self.seq_str = format_sequence(seq)
+        self.frame = frame
+        self.status = StepStatus.ready
+        self.created = now
+        self.started: Optional[float] = None
+        self.recorded = False  # has a row in the store (committed or buffered)
+        # containers only
+        self.iterator: Optional[Iterator] = None
+        self.iteration = 0
+        self.current: Optional[Frame] = None
+        self.error = ""
+
+    def __repr__(self) -> str:
+        return (f"<Task(id='{self.id}', step_id='{self.step.name}', sequence='{self.seq_str}', "
+                f"status='{self.status}')>")
+
+
+class _Timer:
+    __slots__ = ("due", "target", "is_step", "seq", "frame", "cancelled")
+
+    def __init__(self, due: float, target: str, is_step: bool, seq: tuple, frame: Frame):
+        self.due, self.target, self.is_step, self.seq, self.frame = due, target, is_step, seq, frame
+        self.cancelled = False
+
+
+class Scheduler:
+    """Runs one attempt of a program to its end; :meth:`run` returns the outcome."""
+
+    def __init__(self, program: Program, writer: RunWriter, *, logger: logging.Logger, run_id: str,
+                 recovery: int, envvar_prefix: str, max_concurrent: int, task_logger: Callable[[str, str], str],
+                 launcher: Any = None, on_task_start: Callable[[str], None] = lambda name: None,
+                 on_task_end: Callable[[str], None] = lambda name: None, max_loops: int = -1):
+        self.program = program
+        self.writer = writer
+        self.log = logger
+        self.run_id = run_id
+        self.recovery = recovery
+        self.prefix = envvar_prefix
+        self.max_concurrent = max_concurrent if max_concurrent >= 1 else 0
+        self.task_logger = task_logger
+        self.launcher = launcher
+        self.on_task_start = on_task_start
+        self.on_task_end = on_task_end
+        self.max_loops = max_loops
+
+        # program indexes
+        self.dependents: dict[str, list] = {}
+        for ev in program.events.values():
+            if ev.condition is not None:
+                for ref in set(ev.condition.refs()):
+                    self.dependents.setdefault(ref, []).append(ev)
+
+        self.root = Frame(None, (), None)
+        self.frames: dict[tuple[str, tuple], Frame] = {}
+        self.fired: dict[tuple, set[str]] = {}
+        self.seen: set[tuple[str, tuple]] = set()
+        self.ids = itertools.count(1)
+        self.ready: deque[Task] = deque()
+        self.waiting: dict[StepDef, deque[Task]] = {}  # insertion-ordered: FIFO across steps
+        self.running: dict[int, Task] = {}
+        self.running_by_step: dict[StepDef, int] = {}
+        self.timers: list = []
+        self.timer_order = itertools.count()
+        self.to_launch: list[Task] = []
+        self.inbox = Inbox()
+        self.threads: Optional[ThreadRunner] = None
+        self.incomplete = False
+        self.rounds = 0
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> str:
+        """Run to the end; returns 'success', 'failure' or 'incomplete'."""
+        selector = selectors.DefaultSelector()
+        selector.register(self.inbox.fileno(), selectors.EVENT_READ, "inbox")
+        if self.launcher is not None:
+            selector.register(self.launcher.fileno(), selectors.EVENT_READ, "launcher")
+        try:
+            for name, seq in self.program.initial:
+                self._fire(name, seq)
+            self._settle()
+            while self.root.pending > 0:
+                self._round(selector)
+        finally:
+            selector.close()
+            if self.threads is not None:
+                self.threads.stop()
+            self.inbox.close()
+        if self.root.failed:
+            return "failure"
+        return "incomplete" if self.incomplete else "success"
+
+    def _round(self, selector: selectors.BaseSelector) -> None:
+        timeout = 0.0 if self.inbox else self._timeout()
+        for key, _ in selector.select(timeout):
+            if key.data == "launcher":
+                for c in self.launcher.collect():
+                    self._finished(c.task_id, (c.status, c.result, c.error, c.traceback), c.pid)
+        for task_id, outcome in self.inbox.take():
+            self._finished(task_id, outcome, os.getpid())
+        self._due_timers()
+        self.rounds += 1
+        if 0 <= self.max_loops <= self.rounds and not self.root.stopping:
+            self.log.info("Stopping after %d loops (max_loops)", self.rounds)
+            self.incomplete = True
+            self._stop(self.root)
+        self._settle()
+
+    def _timeout(self) -> Optional[float]:
+        while self.timers and self.timers[0][2].cancelled:
+            heapq.heappop(self.timers)
+        if not self.timers:
+            return None
+        return max(0.0, self.timers[0][0] - time.time())
+
+    def _settle(self) -> None:
+        """Let ready tasks through their gates, commit, then launch what started."""
+        while self.ready:
+            task = self.ready.popleft()
+            if task.frame.halted():
+                self._drop(task)
+            elif task.step.is_container:
+                self._start_container(task)
+            else:
+                self.waiting.setdefault(task.step, deque()).append(task)
+            if not self.ready:
+                self._dispatch()
+        for queue in self.waiting.values():
+            for task in queue:
+                if not task.recorded:
+                    self._record(task)
+        self.writer.commit()
+        launch, self.to_launch = self.to_launch, []
+        for task in launch:
+            self._launch(task)
+
+    def _dispatch(self) -> None:
+        """Start waiting tasks in FIFO order as far as the concurrency limits allow."""
+        for step in list(self.waiting):
+            if self.max_concurrent and len(self.running) >= self.max_concurrent:
+                return
+            queue = self.waiting[step]
+            limit = step.config.max_concurrent
+            while queue and (limit < 1 or self.running_by_step.get(step, 0) < limit):
+                if self.max_concurrent and len(self.running) >= self.max_concurrent:
+                    return
+                self._start(queue.popleft())
+            if not queue:
+                del self.waiting[step]
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def _fire(self, name: str, seq: tuple) -> None:
+        """Fire an event at a sequence, and everything that follows from it, once each."""
+        work = deque([(name, seq)])
+        while work:
+            name, seq = work.popleft()
+            fired = self.fired.get(seq)
+            if fired is None:
+                fired = self.fired[seq] = set()
+            elif name in fired:
+                continue
+            fired.add(name)
+            for assoc in self.program.assocs.get(name, ()):
+                if assoc.delay > 0:
+                    self._start_delay(assoc.target, assoc.target_is_step, seq, assoc.delay)
+                elif assoc.target_is_step:
+                    self._create(self.program.steps[assoc.target], seq)
+                else:
+                    work.append((assoc.target, seq))
+            for dep in self.dependents.get(name, ()):
+                if dep.name not in fired and dep.condition.holds(fired):
+                    work.append((dep.name, seq))
+
+    def _fire_status(self, task: Task, status: StepStatus) -> None:
+        for name in task.step.triggers.get(status, ()):
+            self._fire(name, task.seq)
+
+    def _frame_for(self, scope: Optional[str], seq: tuple) -> Optional[Frame]:
+        return self.root if scope is None else self.frames.get((scope, seq))
+
+    # -- delays ---------------------------------------------------------------------------------
+
+    def _start_delay(self, target: str, is_step: bool, seq: tuple, seconds: float) -> None:
+        scope = (self.program.steps[target] if is_step else self.program.events[target]).scope
+        frame = self._frame_for(scope, seq)
+        if frame is None or frame.halted():
+            return
+        now = time.time()
+        timer = _Timer(now + seconds, target, is_step, seq, frame)
+        frame.pending += 1
+        heapq.heappush(self.timers, (timer.due, next(self.timer_order), timer))
+        self.writer.delay(target, format_sequence(seq), seconds, now)
+
+    def _due_timers(self) -> None:
+        now = time.time()
+        while self.timers and self.timers[0][0] <= now:
+            timer = heapq.heappop(self.timers)[2]
+            if timer.cancelled:
+                continue
+            if timer.is_step:
+                self._create(self.program.steps[timer.target], timer.seq)
+            else:
+                self._fire(timer.target, timer.seq)
+            self._release(timer.frame)
+
+    # -- tasks ----------------------------------------------------------------------------------
+
+    def _create(self, step: StepDef, seq: tuple) -> None:
+        key = (step.name, seq)
+        if key in self.seen:
+            return
+        frame = self._frame_for(step.scope, seq)
+        if frame is None:
+            self.log.warning("[ Step %s/%s ] not started: its container has no iteration %s running",
+                             step.name, format_sequence(seq), format_sequence(seq))
+            return
+        if frame.halted():
+            return
+        self.seen.add(key)
+        task = Task(next(self.ids), step, seq, frame, time.time())
+        frame.pending += 1
+        self.ready.append(task)
+        self._fire_status(task, StepStatus.ready)
+
+    def _record(self, task: Task, **values: Any) -> None:
+        self.writer.task(task.step.name, task.seq_str, task.status.name, created=task.created,
+                         started=task.started, new=not task.recorded, **values)
+        task.recorded = True
+
+    def _start(self, task: Task) -> None:
+        task.status = StepStatus.active
+        task.started = time.time()
+        self._record(task)
+        self.running[task.id] = task
+        self.running_by_step[task.step] = self.running_by_step.get(task.step, 0) + 1
+        self.to_launch.append(task)
+        self._fire_status(task, StepStatus.active)
+
+    def _context(self, task: Task) -> TaskContext:
+        logger_name = self.task_logger(task.step.name, task.seq_str)
+        p = self.prefix
+        env = {f"{p}STEP_NAME": task.step.name, f"{p}STEP_SEQUENCE": task.seq_str,
+               f"{p}STEP_RECOVERY": str(self.recovery), f"{p}LOGGER_NAME": logger_name,
+               f"{p}RUN_ID": self.run_id}
+        return TaskContext(task.step.name, task.seq_str, self.recovery, logger_name, self.run_id, env)
+
+    def _launch(self, task: Task) -> None:
+        if task.id not in self.running:  # ended meanwhile (the launcher refused it)
+            return
+        ctx = self._context(task)
+        self.on_task_start(ctx.logger_name)
+        self.log.debug("[ Task %s/%s ] Attempting to run", task.step.name, task.seq_str)
+        construct = task.step.config.task_construct
+        if construct is TaskConstruct.process:
+            self.launcher.launch(task.id, task.step.index, task.seq, {"ctx": ctx})
+        elif construct is TaskConstruct.thread:
+            if self.threads is None:
+                self.threads = ThreadRunner(lambda tid, outcome: self.inbox.put((tid, outcome)),
+                                           name=f"sequent-{self.run_id}")
+            self.threads.submit(task.id, task.step, ctx)
+        else:
+            self.inbox.put((task.id, run_step(task.step, ctx)))
+
+    def _finished(self, task_id: int, outcome: Outcome, pid: Optional[int]) -> None:
+        task = self.running.pop(task_id, None)
+        if task is None:
+            return
+        self.running_by_step[task.step] -= 1
+        status, result, error, tb = outcome
+        task.status = StepStatus.success if status == "success" else StepStatus.failure
+        self._record(task, ended=time.time(), pid=pid, result=result or None,
+                     error=(error + ("\n" + tb if tb else "")) or None)
+        self.on_task_end(self.task_logger(task.step.name, task.seq_str))
+        self.log.info("[ Task %s/%s ] Completed, status: %s", task.step.name, task.seq_str, task.status)
+        if task.status is StepStatus.success:
+            self._fire_status(task, StepStatus.success)
+        else:
+            self._failed(task, error, tb)
+        self._release(task.frame)
+
+    def _failed(self, task: Task, error: str, tb: str) -> None:
+        """Report a failure, then either hand it to whoever handles it or treat it as unhandled."""
+        handled = task.step.handles_failure
+        level = logging.ERROR if (not handled or task.step.config.stop_on_exception) else logging.WARNING
+        lines = [f"Exception in run_action: \n    {task!r}", error] + ([tb] if tb else [])
+        for line in lines:
+            self.log.log(level, "%s", line)
+        if handled:
+            self._fire_status(task, StepStatus.failure)
+            return
+        frame = task.frame
+        frame.failed = True
+        if task.step.config.stop_on_exception:
+            if frame is self.root:
+                self.log.info("Stopping running processes")
+            self._stop(frame)
+
+    def _drop(self, task: Task) -> None:
+        """Forget a task that will not start (its frame stopped); its row, if any, stays as it is."""
+        self._release(task.frame)
+
+    def _release(self, frame: Frame) -> None:
+        frame.pending -= 1
+        if frame.pending == 0 and frame.owner is not None:
+            self._iteration_over(frame)
+
+    def _stop(self, frame: Frame) -> None:
+        """No new task starts inside ``frame``: drop what waits there; what runs finishes."""
+        frame.stopping = True
+        dropped = []
+        for step in list(self.waiting):
+            queue = self.waiting[step]
+            keep = deque(t for t in queue if not t.frame.within(frame))
+            dropped.extend(t for t in queue if t.frame.within(frame))
+            if keep:
+                self.waiting[step] = keep
+            else:
+                del self.waiting[step]
+        for _, _, timer in self.timers:
+            if not timer.cancelled and timer.frame.within(frame):
+                timer.cancelled = True
+                dropped.append(timer)
+        for item in dropped:
+            self._release(item.frame)
+
+    # -- containers -----------------------------------------------------------------------------
+
+    def _start_container(self, task: Task) -> None:
+        task.status = StepStatus.active
+        task.started = time.time()
+        self._record(task)
+        self._fire_status(task, StepStatus.active)
+        repeats = task.step.repeats
+        try:
+            task.iterator = iter(repeats() if callable(repeats) else repeats if repeats is not None else ())
+        except Exception as exc:
+            self._end_container(task, failed=True, error=f"repeats of container {task.step.name} failed: {exc!r}")
+            return
+        self._next_iteration(task)
+
+    def _next_iteration(self, task: Task) -> None:
+        """Start the container's next iteration, skipping through empty ones, or end it."""
+        while True:
+            try:
+                item = next(task.iterator, _END)
+            except Exception as exc:
+                self._end_container(task, failed=True,
+                                    error=f"repeats of container {task.step.name} failed: {exc!r}")
+                return
+            if item is _END or item is None:
+                self._end_container(task, failed=False)
+                return
+            task.iteration += 1
+            frame = Frame(task, task.seq + (task.iteration,), task.frame)
+            task.current = frame
+            self.frames[(task.step.name, frame.seq)] = frame
+            frame.pending += 1  # hold the frame open while its starters fire
+            for name in task.step.starts:
+                self._fire(name, frame.seq)
+            frame.pending -= 1
+            if frame.pending > 0:
+                return
+            if not self._close_iteration(frame):
+                return
+
+    def _iteration_over(self, frame: Frame) -> None:
+        if self._close_iteration(frame):
+            self._next_iteration(frame.owner)
+
+    def _close_iteration(self, frame: Frame) -> bool:
+        """Forget an ended iteration; True when its container may go on to the next one."""
+        task = frame.owner
+        del self.frames[(task.step.name, frame.seq)]
+        task.current = None
+        fired = self.fired.pop(frame.seq, None)
+        if fired:  # keep the events of other containers iterating at the same sequence
+            scope = task.step.name
+            events = self.program.events
+            rest = {name for name in fired if events[name].scope != scope}
+            if rest:
+                self.fired[frame.seq] = rest
+        if frame.failed:
+            self._end_container(task, failed=True, error=f"an unhandled failure in iteration {format_sequence(frame.seq)}")
+            return False
+        if frame.halted():
+            self._end_container(task, failed=True, error="stopped after a failure", quiet=True)
+            return False
+        return True
+
+    def _end_container(self, task: Task, *, failed: bool, error: str = "", quiet: bool = False) -> None:
+        task.status = StepStatus.failure if failed else StepStatus.success
+        self._record(task, ended=time.time(), error=error or None)
+        if failed and not quiet:
+            self.log.info("[ Task %s/%s ] Completed, status: %s", task.step.name, task.seq_str, task.status)
+            self._failed(task, f"ContainerFailed({error!r})", "")
+        elif not failed:
+            self.log.debug("[ Task %s/%s ] Completed, status: %s", task.step.name, task.seq_str, task.status)
+            self._fire_status(task, StepStatus.success)
+        self._release(task.frame)

@@ -1,0 +1,303 @@
+"""The store: one schema for SQLite and PostgreSQL, and every statement the engine runs.
+
+Runs are rows, never tables: a restart adds a run and keeps every earlier one, and recovery is
+a query over one run_id.  The coordinator buffers a round of task changes in a
+:class:`RunWriter` and commits them in one transaction *before* it starts anything that
+depends on them, which is what makes a store left by a killed coordinator recoverable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+
+from .dburl import StoreTarget
+from .errors import EventorError
+
+#: Bumped whenever the tables change; a store written by a newer version is refused.
+SCHEMA_VERSION = 1
+
+metadata = sa.MetaData()
+
+schema_info = sa.Table(
+    "sequent_schema", metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(255), nullable=False),
+)
+
+#: One row per run_id: what ran and how it ended last.
+runs = sa.Table(
+    "sequent_runs", metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("flow", sa.String(255), nullable=False),
+    sa.Column("program", sa.Text),
+    sa.Column("host", sa.String(255)),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("updated", sa.Float, nullable=False),
+    sa.Column("recovery", sa.Integer, nullable=False),  # the latest attempt's number
+    sa.Column("status", sa.String(16), nullable=False),  # running, success, failure, incomplete
+)
+
+#: One row per attempt at a run: the first (recovery 0) and every recovery after it.
+attempts = sa.Table(
+    "sequent_attempts", metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("recovery", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("mode", sa.String(16), nullable=False),
+    sa.Column("based_on", sa.Integer),  # the attempt a recovery compared against
+    sa.Column("host", sa.String(255)),
+    sa.Column("pid", sa.Integer),
+    sa.Column("started", sa.Float, nullable=False),
+    sa.Column("ended", sa.Float),
+    sa.Column("outcome", sa.String(16)),
+    sa.Column("fingerprint", sa.String(64)),
+    sa.Column("steps", sa.Text),  # JSON list of the program's step names
+)
+
+#: One row per task: a step at a sequence, in one attempt.
+tasks = sa.Table(
+    "sequent_tasks", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("recovery", sa.Integer, nullable=False),
+    sa.Column("step", sa.String(255), nullable=False),
+    sa.Column("sequence", sa.String(255), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("skipped", sa.Boolean, nullable=False, default=False),
+    sa.Column("host", sa.String(255)),
+    sa.Column("pid", sa.Integer),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("started", sa.Float),
+    sa.Column("ended", sa.Float),
+    sa.Column("result", sa.Text),
+    sa.Column("error", sa.Text),
+    sa.UniqueConstraint("run_id", "recovery", "step", "sequence", name="sequent_tasks_key"),
+)
+
+#: One row per delay started: recovery waits only what remains of it.
+delays = sa.Table(
+    "sequent_delays", metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("recovery", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("step", sa.String(255), primary_key=True),
+    sa.Column("sequence", sa.String(255), primary_key=True),
+    sa.Column("seconds", sa.Float, nullable=False),
+    sa.Column("activated", sa.Float, nullable=False),
+    sa.Column("fired", sa.Float),
+)
+
+_TASK_COLUMNS = ("status", "skipped", "host", "pid", "started", "ended", "result", "error")
+
+_update_task = (
+    tasks.update()
+    .where(tasks.c.run_id == sa.bindparam("k_run_id"), tasks.c.recovery == sa.bindparam("k_recovery"),
+           tasks.c.step == sa.bindparam("k_step"), tasks.c.sequence == sa.bindparam("k_sequence"))
+    .values({name: sa.bindparam(name) for name in _TASK_COLUMNS})
+)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    """WAL lets readers look at a live run; NORMAL sync survives a killed process, cheaply."""
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+@dataclass
+class TaskRow:
+    """A task as stored (the history API and recovery read these)."""
+
+    run_id: str
+    recovery: int
+    step: str
+    sequence: str
+    status: str
+    skipped: bool
+    host: Optional[str]
+    pid: Optional[int]
+    created: float
+    started: Optional[float]
+    ended: Optional[float]
+    result: Optional[str]
+    error: Optional[str]
+
+
+class Store:
+    """A connection to one database holding the runs of any number of flows."""
+
+    def __init__(self, target: StoreTarget):
+        self.target = target
+        self._engine: Optional[sa.Engine] = None
+        self._conn: Optional[sa.Connection] = None
+
+    @property
+    def is_memory(self) -> bool:
+        return self.target.is_memory
+
+    def open(self) -> "Store":
+        """Connect, create the tables when missing, and refuse a store of a newer schema."""
+        if self._conn is not None:
+            return self
+        kwargs = dict(self.target.engine_kwargs)
+        if self.target.is_memory:
+            kwargs.setdefault("poolclass", sa.pool.StaticPool)
+            kwargs.setdefault("connect_args", {"check_same_thread": False})
+        elif self.target.is_sqlite:
+            path = sa.engine.make_url(self.target.url).database
+            if path:
+                os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
+        try:
+            engine = sa.create_engine(self.target.url, **kwargs)
+        except Exception as exc:  # a bad URL or a missing driver
+            raise EventorError(f"cannot open store {self.target.display}: {exc}") from exc
+        if self.target.is_sqlite and not self.target.is_memory:
+            sa_event.listen(engine, "connect", _sqlite_pragmas)
+        if self.target.schema:
+            engine = engine.execution_options(schema_translate_map={None: self.target.schema})
+        try:
+            conn = engine.connect()
+            if self.target.schema:
+                conn.execute(sa.schema.CreateSchema(self.target.schema, if_not_exists=True))
+                conn.commit()
+            self._check_schema(conn)
+        except EventorError:
+            engine.dispose()
+            raise
+        except Exception as exc:
+            engine.dispose()
+            raise EventorError(f"cannot open store {self.target.display}: {exc}") from exc
+        self._engine, self._conn = engine, conn
+        return self
+
+    def _check_schema(self, conn: sa.Connection) -> None:
+        inspector = sa.inspect(conn)
+        if inspector.has_table(schema_info.name, schema=self.target.schema):
+            row = conn.execute(sa.select(schema_info.c.value).where(schema_info.c.key == "version")).first()
+            version = int(row[0]) if row else 0
+            if version > SCHEMA_VERSION:
+                raise EventorError(
+                    f"store {self.target.display} was written by a newer sequent (schema version {version}); "
+                    f"this one understands versions up to {SCHEMA_VERSION}: upgrade sequent to use it")
+        metadata.create_all(conn, checkfirst=True)
+        if not conn.execute(sa.select(schema_info.c.value).where(schema_info.c.key == "version")).first():
+            conn.execute(schema_info.insert().values(key="version", value=str(SCHEMA_VERSION)))
+        conn.commit()
+
+    @property
+    def conn(self) -> sa.Connection:
+        if self._conn is None:
+            raise EventorError("the store is not open")
+        return self._conn
+
+    def close(self) -> None:
+        """Release the connection; the data stays (also for ':memory:' until the object is gone)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._engine is not None and not self.target.is_memory:
+            self._engine.dispose()
+            self._engine = None
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> Optional[sa.Row]:
+        return self.conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).first()
+
+    def start_attempt(self, *, run_id: str, flow: str, program: Optional[str], host: str, mode: str,
+                      recovery: int, based_on: Optional[int], fingerprint: str, steps: Iterable[str]) -> None:
+        """Record that an attempt at a run starts (recovery 0 creates the run's row)."""
+        now = time.time()
+        conn = self.conn
+        if recovery == 0:
+            conn.execute(runs.insert().values(run_id=run_id, flow=flow, program=program, host=host,
+                                              created=now, updated=now, recovery=0, status="running"))
+        else:
+            conn.execute(runs.update().where(runs.c.run_id == run_id)
+                         .values(recovery=recovery, status="running", updated=now))
+        conn.execute(attempts.insert().values(
+            run_id=run_id, recovery=recovery, mode=mode, based_on=based_on, host=host, pid=os.getpid(),
+            started=now, fingerprint=fingerprint, steps=json.dumps(list(steps))))
+        conn.commit()
+
+    def end_attempt(self, run_id: str, recovery: int, outcome: str) -> None:
+        """Record how an attempt ended: success, failure or incomplete."""
+        now = time.time()
+        conn = self.conn
+        conn.execute(attempts.update().where(attempts.c.run_id == run_id, attempts.c.recovery == recovery)
+                     .values(ended=now, outcome=outcome))
+        conn.execute(runs.update().where(runs.c.run_id == run_id).values(status=outcome, updated=now))
+        conn.commit()
+
+    # -- tasks --------------------------------------------------------------------------------
+
+    def task_rows(self, run_id: str, recovery: Optional[int] = None) -> list[TaskRow]:
+        """The tasks of a run (of one attempt when ``recovery`` is given), in creation order."""
+        query = sa.select(*[tasks.c[name] for name in TaskRow.__dataclass_fields__]).where(tasks.c.run_id == run_id)
+        if recovery is not None:
+            query = query.where(tasks.c.recovery == recovery)
+        return [TaskRow(*row) for row in self.conn.execute(query.order_by(tasks.c.id))]
+
+    def writer(self, run_id: str, recovery: int, host: str) -> "RunWriter":
+        return RunWriter(self, run_id, recovery, host)
+
+
+class RunWriter:
+    """Buffers one attempt's task and delay changes; :meth:`commit` writes them in one transaction."""
+
+    def __init__(self, store: Store, run_id: str, recovery: int, host: str):
+        self.store = store
+        self.run_id = run_id
+        self.recovery = recovery
+        self.host = host
+        self._inserts: dict[tuple[str, str], dict] = {}
+        self._updates: dict[tuple[str, str], dict] = {}
+        self._delays: list[dict] = []
+
+    def task(self, step: str, sequence: str, status: str, *, created: float, started: Optional[float] = None,
+             ended: Optional[float] = None, pid: Optional[int] = None, result: Optional[str] = None,
+             error: Optional[str] = None, skipped: bool = False, new: bool) -> None:
+        """Record a task's state; ``new`` says whether its row exists yet (merged when not committed)."""
+        values = {"status": status, "skipped": skipped, "host": self.host, "pid": pid, "started": started,
+                  "ended": ended, "result": result, "error": error}
+        key = (step, sequence)
+        pending = self._inserts.get(key)
+        if pending is not None:
+            pending.update(values)
+        elif new:
+            values.update(run_id=self.run_id, recovery=self.recovery, step=step, sequence=sequence, created=created)
+            self._inserts[key] = values
+        else:
+            values.update(k_run_id=self.run_id, k_recovery=self.recovery, k_step=step, k_sequence=sequence)
+            self._updates[key] = values
+
+    def delay(self, step: str, sequence: str, seconds: float, activated: float) -> None:
+        self._delays.append({"run_id": self.run_id, "recovery": self.recovery, "step": step,
+                             "sequence": sequence, "seconds": seconds, "activated": activated})
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self._inserts or self._updates or self._delays)
+
+    def commit(self) -> None:
+        """Write everything buffered in one transaction (inserts before updates)."""
+        if not self.dirty:
+            return
+        conn = self.store.conn
+        if self._inserts:
+            conn.execute(tasks.insert(), list(self._inserts.values()))
+            self._inserts.clear()
+        if self._updates:
+            conn.execute(_update_task, list(self._updates.values()))
+            self._updates.clear()
+        if self._delays:
+            conn.execute(delays.insert(), self._delays)
+            self._delays = []
+        conn.commit()
