@@ -1,0 +1,37 @@
+"""sequent: declare a flow of steps, run it fast and durably, and recover a failed run.
+
+::
+
+    import sequent as seq
+
+    flow = seq.Sequent()
+    s1 = flow.add_step('s1', func=extract)
+    s2 = flow.add_step('s2', func=load, requires=((s1, seq.STEP_SUCCESS),))
+    flow.run()
+"""
+
+from ._version import __version__
+from .errors import SequentError
+from .eventor.model import RunMode, StepReplay, StepStatus
+from .flow import Sequent
+from .tree import Event, Step, and_, or_
+
+STEP_READY = StepStatus.ready
+STEP_ACTIVE = StepStatus.active
+STEP_SUCCESS = StepStatus.success
+STEP_FAILURE = StepStatus.failure
+STEP_COMPLETE = StepStatus.complete
+STEP_RERUN = StepReplay.rerun
+STEP_SKIP = StepReplay.skip
+STP_RERUN = STEP_RERUN  # the seed's spelling
+STP_SKIP = STEP_SKIP  # the seed's spelling
+RUN_RESTART = RunMode.restart
+RUN_RECOVER = RunMode.recover
+RUN_CONTINUE = RunMode.continue_
+
+__all__ = [
+    "__version__", "Sequent", "SequentError", "Step", "Event", "or_", "and_",
+    "StepStatus", "StepReplay", "RunMode",
+    "STEP_READY", "STEP_ACTIVE", "STEP_SUCCESS", "STEP_FAILURE", "STEP_COMPLETE",
+    "STEP_RERUN", "STEP_SKIP", "STP_RERUN", "STP_SKIP", "RUN_RESTART", "RUN_RECOVER", "RUN_CONTINUE",
+]

@@ -1,0 +1,5 @@
+"""Allow ``python -m sequent``."""
+
+from sequent.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,104 @@
+"""The ``Sequent`` facade: a tree of steps that runs as an Eventor program."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+from .errors import SequentError
+from .eventor import Eventor, current_task
+from .eventor.config import load_config
+from .eventor.engine import calling_module
+from .eventor.errors import EventorError
+from .eventor.model import RunMode
+from .translate import translate
+from .tree import Node
+
+_RUN_KWARGS = ("run_mode", "recovery_run", "run_id", "store")
+
+
+class Sequent(Node):
+    """A flow of steps: build it with :meth:`add_step`, then :meth:`run` it (or call it).
+
+    ``name`` defaults to the file name of the calling program (``runly00.py``); ``store`` to
+    ``<cwd>/<program>.run.db``; ``config`` is a dict, a YAML file or a YAML string, of which
+    ``config_tag`` selects a dotted sub-tree.
+    """
+
+    def __init__(self, name: str = "", store: Any = "", run_mode: RunMode = RunMode.restart,
+                 recovery_run: Optional[int] = None, run_id: Optional[str] = None, config: Any = None,
+                 config_tag: Optional[str] = "", **kwargs: Any):
+        self._init_node()
+        self.flow = self
+        self.path = ""
+        self._paths: dict[str, Any] = {}
+        self.program_file = calling_module()
+        base = os.path.basename(self.program_file) if self.program_file else ""
+        self.name = name or (base if base and not base.startswith("<") else "sequent")
+        try:
+            self.config = load_config(config, config_tag)
+            run_mode = RunMode(run_mode)
+        except (EventorError, ValueError) as exc:
+            raise SequentError(str(exc)) from None
+        self._run_kwargs: dict[str, Any] = dict(store=store, run_mode=run_mode, recovery_run=recovery_run,
+                                                run_id=run_id)
+        unknown = set(kwargs) - {"host", "remotes", "import_module", "import_file", "listener_q"}
+        if unknown:
+            raise SequentError(f"Sequent() got unknown arguments: {', '.join(sorted(unknown))}")
+        self._extra = kwargs
+        self.run_id: Optional[str] = run_id
+        self.eventor: Optional[Eventor] = None
+
+    def run(self, max_loops: int = -1, **kwargs: Any) -> bool:
+        """Run the flow; True when it succeeded (every failure handled), False otherwise.
+
+        Keyword arguments (``run_mode``, ``run_id``, ``recovery_run``, ``store``) replace the
+        constructor's, for this run and the ones after it.
+        """
+        unknown = set(kwargs) - set(_RUN_KWARGS)
+        if unknown:
+            raise SequentError(f"run() got unknown arguments: {', '.join(sorted(unknown))}")
+        self._run_kwargs.update(kwargs)
+        if not self.children:
+            raise SequentError(f"flow {self.name!r} has no steps to run")
+        opts = self._run_kwargs
+        try:
+            ev = Eventor(name=self.name, store=opts["store"], run_mode=opts["run_mode"],
+                         recovery_run=opts["recovery_run"], run_id=opts["run_id"], config=self.config,
+                         config_tag="", host=self._extra.get("host"), program_file=self.program_file)
+            translate(self, ev)
+            self.eventor = ev
+            return ev.run(max_loops=max_loops)
+        except SequentError:
+            raise
+        except EventorError as exc:
+            raise SequentError(str(exc)) from exc
+        finally:
+            if self.eventor is not None and self.eventor.run_id:
+                self.run_id = self.eventor.run_id
+
+    __call__ = run
+
+    def get_step_name(self) -> str:
+        """The flattened name of the step running in this thread or process (``s1_s11_s111``)."""
+        return self._current("STEP_NAME", "step")
+
+    def get_step_sequence(self) -> str:
+        """The sequence of the step running in this thread or process (``1.2.2``)."""
+        return self._current("STEP_SEQUENCE", "sequence")
+
+    def _current(self, var: str, field: str) -> str:
+        ctx = current_task()
+        if ctx is not None:
+            return getattr(ctx, field)
+        value = os.environ.get(self.config["envvar_prefix"] + var)
+        if value is None:
+            raise SequentError(f"get_step_{field if field == 'sequence' else 'name'}() is only meaningful "
+                               f"inside a running step")
+        return value
+
+    def close(self) -> None:
+        """Nothing stays open between runs; kept for the original's API."""
+
+    def __repr__(self) -> str:
+        return f"<Sequent {self.name!r}: {len(self._paths)} steps>"
