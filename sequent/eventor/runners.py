@@ -38,6 +38,13 @@ def result_text(value: Any) -> str:
     return text if len(text) <= _RESULT_LIMIT else text[:_RESULT_LIMIT] + "...<cut>"
 
 
+def _describe(exc: BaseException) -> tuple[str, str]:
+    """The error text and traceback, starting at the user's function (this wrapper's frame cut)."""
+    if exc.__traceback__ is not None and exc.__traceback__.tb_next is not None:
+        exc = exc.with_traceback(exc.__traceback__.tb_next)
+    return describe_exception(exc)
+
+
 def run_step(step: StepDef, ctx: TaskContext) -> Outcome:
     """Call ``step.func`` as the task ``ctx``: context, label and extra kwargs set, errors caught."""
     kwargs = dict(step.kwargs)
@@ -52,11 +59,9 @@ def run_step(step: StepDef, ctx: TaskContext) -> Outcome:
     except SystemExit as exc:
         if exc.code in (None, 0):
             return ("success", "", "", "")
-        error, tb = describe_exception(exc)
-        return ("failure", "", error, tb)
+        return ("failure", "", *_describe(exc))
     except BaseException as exc:  # a task's KeyboardInterrupt is its failure, not the coordinator's
-        error, tb = describe_exception(exc)
-        return ("failure", "", error, tb)
+        return ("failure", "", *_describe(exc))
     finally:
         reset_task_label(label)
         leave_task(token)
