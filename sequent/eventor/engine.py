@@ -5,16 +5,21 @@ from __future__ import annotations
 import datetime
 import hashlib
 import inspect
+import json
 import logging
 import os
 import secrets
+import signal
+import warnings
 from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
 from . import config as _config
 from .conditions import Condition, simplify, to_condition
 from .context import install_thread_environ, uninstall_thread_environ
+from .runlock import my_token
 from .dburl import default_store_path, resolve_store
-from .errors import EventorError
+from . import runlock
+from .errors import EventorError, FlowChangedWarning
 from .logs import HOST, RunLogging, flow_logger_name, task_logger_name
 from .model import (DEFAULT_RECOVERY, Assoc, EventDef, Program, RunMode, StepConfig, StepDef, StepReplay,
                     StepStatus, TaskConstruct, parse_sequence)
@@ -257,57 +262,132 @@ class Eventor:
         """Run the program to its end; True when no failure was left unhandled and nothing is left.
 
         With ``max_loops`` >= 0 the coordinator stops after that many rounds: running tasks
-        finish, nothing new starts, and the run counts as incomplete (False).
+        finish, nothing new starts, and the run counts as incomplete (False).  SIGINT or SIGTERM
+        stop it the same way, ask running tasks to stop, record them, and are then re-raised.
         """
         self.validate()
-        if self.run_mode is not RunMode.restart:
-            raise EventorError("recovery runs are not available in this version")
-        run_id = self.run_id or new_run_id()
-        self.run_id = run_id
-        logger_name = flow_logger_name(self.name, run_id)
-        logs = RunLogging(logger_name, self.config["LOGGING"])
-        log = logs.start()
-        constructs = self.program.has_steps_of
+        target = resolve_store(self.store, self.config.get("DATABASES") or {},
+                               default_store_path(self.program_file))
+        store = Store(target)
+        token = my_token()
+        locked = False
+        logs: Optional[RunLogging] = None
         launcher = None
-        store = None
-        threaded = TaskConstruct.thread in constructs
+        threaded = TaskConstruct.thread in self.program.has_steps_of
         outcome = "failure"
+        scheduler: Optional[Scheduler] = None
         try:
+            store.open()
+            previous, previous_delays, based_on = self._prepare(store)
+            run_id = self.run_id
+            holder = store.take_lock(run_id, self.host, os.getpid(), token, runlock.is_stale)
+            if holder is not None:
+                raise EventorError(f"run {run_id!r} in store {target.display} is being run by "
+                                   f"{runlock.describe(holder)}; wait for it to end")
+            locked = True
+            store.close()  # not inherited by the launcher: reopened once it is forked
+            logger_name = flow_logger_name(self.name, run_id)
+            logs = RunLogging(logger_name, self.config["LOGGING"])
+            log = logs.start()
             log.info("Process PID: %s; run_id: '%s'.", os.getpid(), run_id)
             if threaded:
                 install_thread_environ()
-            if TaskConstruct.process in constructs:
+            if TaskConstruct.process in self.program.has_steps_of:
                 launcher = self._start_launcher(logs)
-            target = resolve_store(self.store, self.config.get("DATABASES") or {},
-                                   default_store_path(self.program_file))
-            store = Store(target).open()
+            store.open()
             log.info("Eventor store file: %s", target.display)
-            if store.get_run(run_id) is not None:
-                raise EventorError(f"run_id {run_id!r} already exists in store {target.display}: "
-                                   f"recover it with run_mode=RUN_RECOVER, or start a new run with another run_id")
+            if self.recovery:
+                log.info("Recovering run %r: attempt %d, compared with attempt %d", run_id, self.recovery, based_on)
             store.start_attempt(run_id=run_id, flow=self.name, program=self.program_file, host=self.host,
-                                mode=self.run_mode.name, recovery=self.recovery, based_on=None,
-                                fingerprint=self.fingerprint(), steps=list(self.program.steps))
+                                mode=self.run_mode.name, recovery=self.recovery, based_on=based_on,
+                                fingerprint=self.fingerprint(), steps=self._shape())
             scheduler = Scheduler(
                 self.program, store.writer(run_id, self.recovery, self.host), logger=log, run_id=run_id,
                 recovery=self.recovery, envvar_prefix=self.config["envvar_prefix"],
                 max_concurrent=self.config["max_concurrent"],
                 task_logger=lambda step, seq: task_logger_name(logger_name, step, seq),
                 launcher=launcher, on_task_start=logs.task_started, on_task_end=logs.task_ended,
-                max_loops=max_loops)
+                max_loops=max_loops, previous=previous, previous_delays=previous_delays,
+                heartbeat=lambda: store.heartbeat(run_id, token), heartbeat_every=runlock.HEARTBEAT_EVERY,
+                grace=float(self.config["shutdown_grace"]))
             outcome = scheduler.run()
             store.end_attempt(run_id, self.recovery, outcome)
         finally:
             if launcher is not None:
-                launcher.stop()
+                launcher.stop(grace=float(self.config["shutdown_grace"]))
             if threaded:
                 uninstall_thread_environ()
-            if store is not None:
-                store.close()
-            log.info("Processing finished with: %s", outcome)
-            logs.stop()
+            if locked:
+                try:
+                    store.open().release_lock(self.run_id, token)
+                except Exception:  # the store went away: the lock is released when found stale
+                    pass
+            store.close()
+            if logs is not None:
+                logging.getLogger(logs.logger_name).info("Processing finished with: %s", outcome)
+                logs.stop()
         self._ran = True
+        if scheduler is not None and scheduler.signal is not None:
+            self._reraise(scheduler.signal)
         return outcome == "success"
+
+    @staticmethod
+    def _reraise(signum: int) -> None:
+        """After a graceful stop, let the signal do what it would have done to the program."""
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        os.kill(os.getpid(), signum)  # the handler in place before run() (by default: exit)
+
+    def _shape(self) -> list[list]:
+        """The flow's shape as stored with each attempt: [step, container, kind] per step."""
+        return [[s.name, s.scope, "container" if s.is_container else "step"] for s in self.program.step_list]
+
+    def _prepare(self, store: Store) -> tuple[dict, dict, Optional[int]]:
+        """Settle run_id and attempt number; for a recovery, what the earlier attempts left."""
+        where = store.target.display
+        if self.run_mode is RunMode.restart:
+            self.run_id = self.run_id or new_run_id()
+            self.recovery = 0
+            if store.get_run(self.run_id) is not None:
+                raise EventorError(f"run_id {self.run_id!r} already exists in store {where}: recover it "
+                                   f"with run_mode=RUN_RECOVER, or start a new run with another run_id")
+            return {}, {}, None
+        if store.is_memory:
+            raise EventorError("cannot recover from an in-memory store (':memory:'): its runs end with "
+                               "the process; give the flow a file or database store")
+        if not self.run_id:
+            self.run_id = store.latest_run(self.name)
+            if self.run_id is None:
+                raise EventorError(f"no run of flow {self.name!r} to recover in store {where}")
+        run = store.get_run(self.run_id)
+        if run is None:
+            raise EventorError(f"no run {self.run_id!r} to recover in store {where}")
+        latest = run.recovery
+        based_on = latest if self.recovery_run is None else self.recovery_run
+        if not isinstance(based_on, int) or store.attempt(self.run_id, based_on) is None:
+            raise EventorError(f"run {self.run_id!r} in store {where} has no attempt {self.recovery_run!r} "
+                               f"(its attempts are 0..{latest})")
+        self._check_shape(json.loads(store.attempt(self.run_id, based_on).steps or "[]"), where)
+        self.recovery = latest + 1
+        return (store.previous_states(self.run_id, based_on), store.previous_delays(self.run_id, based_on),
+                based_on)
+
+    def _check_shape(self, stored: list, where: str) -> None:
+        """Recovery matches tasks by step name and sequence: refuse what cannot match, warn of the rest."""
+        old = {name: (scope, kind) for name, scope, kind in stored}
+        new = {name: (scope, kind) for name, scope, kind in self._shape()}
+        if old == new:
+            return
+        moved = sorted(n for n in old.keys() & new.keys() if old[n] != new[n])
+        if moved or (old and not old.keys() & new.keys()):
+            details = "; ".join(f"{n}: was {old[n][1]} in {old[n][0] or 'the flow'}, now {new[n][1]} in "
+                                f"{new[n][0] or 'the flow'}" for n in moved) or "no step of it is in this flow"
+            raise EventorError(f"cannot recover run {self.run_id!r} of store {where} with this flow: {details}")
+        added, removed = sorted(new.keys() - old.keys()), sorted(old.keys() - new.keys())
+        message = (f"recovering run {self.run_id!r} with a changed flow; tasks are matched by step name and "
+                   f"sequence. Added steps (they run): {', '.join(added) or 'none'}; removed steps (ignored): "
+                   f"{', '.join(removed) or 'none'}")
+        warnings.warn(message, FlowChangedWarning, stacklevel=3)
 
     def _start_launcher(self, logs: RunLogging) -> Any:
         """Fork the task launcher now, before the store is opened: tasks inherit the program by fork."""

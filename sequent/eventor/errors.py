@@ -11,3 +11,7 @@ class ConfigError(EventorError, ValueError):
 
 class ConfigWarning(UserWarning):
     """A configuration key that the engine does not know (probably a typo); it is ignored."""
+
+
+class FlowChangedWarning(UserWarning):
+    """A recovery runs a flow whose steps differ from the run's: tasks match by name and sequence."""

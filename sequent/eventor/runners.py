@@ -138,6 +138,8 @@ class Inbox:
             os.write(self._w, b"\0")
         except BlockingIOError:  # the pipe is full of wake-ups already: the coordinator will wake
             pass
+        except OSError:  # closed: the run is over and no longer waits for this (abandoned) thread
+            pass
 
     def take(self) -> list:
         try:

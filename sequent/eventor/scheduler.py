@@ -18,12 +18,14 @@ import itertools
 import logging
 import os
 import selectors
+import signal
+import threading
 import time
 from collections import deque
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 from .context import TaskContext
-from .model import (FINAL_STATUSES, Program, StepDef, StepStatus, TaskConstruct, format_sequence)
+from .model import Program, StepDef, StepReplay, StepStatus, TaskConstruct, format_sequence
 from .runners import Inbox, Outcome, ThreadRunner, run_step
 from .store import RunWriter
 
@@ -103,7 +105,11 @@ class Scheduler:
     def __init__(self, program: Program, writer: RunWriter, *, logger: logging.Logger, run_id: str,
                  recovery: int, envvar_prefix: str, max_concurrent: int, task_logger: Callable[[str, str], str],
                  launcher: Any = None, on_task_start: Callable[[str], None] = lambda name: None,
-                 on_task_end: Callable[[str], None] = lambda name: None, max_loops: int = -1):
+                 on_task_end: Callable[[str], None] = lambda name: None, max_loops: int = -1,
+                 previous: Optional[Mapping[tuple[str, str], tuple[str, int]]] = None,
+                 previous_delays: Optional[Mapping[tuple[str, str], float]] = None,
+                 heartbeat: Optional[Callable[[], None]] = None, heartbeat_every: float = 10.0,
+                 grace: float = 10.0):
         self.program = program
         self.writer = writer
         self.log = logger
@@ -116,6 +122,14 @@ class Scheduler:
         self.on_task_start = on_task_start
         self.on_task_end = on_task_end
         self.max_loops = max_loops
+        self.previous = previous or {}
+        self.previous_delays = previous_delays or {}
+        self.heartbeat = heartbeat
+        self.heartbeat_every = heartbeat_every
+        self.next_heartbeat = time.monotonic() + heartbeat_every
+        self.grace = grace
+        self.signal: Optional[int] = None  # the first SIGINT/SIGTERM received
+        self.kill_at: Optional[float] = None  # when running tasks get SIGKILL after a signal
 
         # program indexes
         self.dependents: dict[str, list] = {}
@@ -149,6 +163,7 @@ class Scheduler:
         selector.register(self.inbox.fileno(), selectors.EVENT_READ, "inbox")
         if self.launcher is not None:
             selector.register(self.launcher.fileno(), selectors.EVENT_READ, "launcher")
+        handlers = self._catch_signals()
         try:
             for name, seq in self.program.initial:
                 self._fire(name, seq)
@@ -156,13 +171,54 @@ class Scheduler:
             while self.root.pending > 0:
                 self._round(selector)
         finally:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
             selector.close()
             if self.threads is not None:
-                self.threads.stop()
+                self.threads.stop(timeout=None if self.signal is None else 0)
             self.inbox.close()
+        if self.signal is not None:
+            return "interrupted"
         if self.root.failed:
             return "failure"
         return "incomplete" if self.incomplete else "success"
+
+    def _catch_signals(self) -> dict:
+        """SIGINT and SIGTERM stop the run gracefully (only possible in the main thread)."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        handlers = {}
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            handlers[signum] = signal.signal(signum, self._on_signal)
+        return handlers
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.inbox.put(("signal", signum))
+
+    def _interrupt(self, signum: int) -> None:
+        """First signal: start nothing new, ask running tasks to stop; later: kill them now."""
+        name = signal.Signals(signum).name
+        if self.signal is None:
+            self.signal = signum
+            self.log.warning("Received %s: no new task starts; running tasks are asked to stop "
+                             "(killed after %.1f s)", name, self.grace)
+            self._stop(self.root)
+            if self.launcher is not None:
+                self.launcher.signal_tasks(signal.SIGTERM)
+            self.kill_at = time.monotonic() + self.grace
+        else:
+            self.log.warning("Received %s again: killing running tasks", name)
+            self.kill_at = time.monotonic()
+
+    def _kill_overdue(self) -> None:
+        if self.kill_at is None or time.monotonic() < self.kill_at:
+            return
+        self.kill_at = None
+        if self.launcher is not None and self.launcher.running:
+            self.launcher.signal_tasks(signal.SIGKILL)
+        for task in [t for t in self.running.values() if t.step.config.task_construct is not TaskConstruct.process]:
+            # threads cannot be killed: record them as given up and stop waiting for them
+            self._finished(task.id, ("failure", "", "abandoned: still running when the run was interrupted", ""), None)
 
     def _round(self, selector: selectors.BaseSelector) -> None:
         timeout = 0.0 if self.inbox else self._timeout()
@@ -171,8 +227,15 @@ class Scheduler:
                 for c in self.launcher.collect():
                     self._finished(c.task_id, (c.status, c.result, c.error, c.traceback), c.pid)
         for task_id, outcome in self.inbox.take():
-            self._finished(task_id, outcome, os.getpid())
+            if task_id == "signal":
+                self._interrupt(outcome)
+            else:
+                self._finished(task_id, outcome, os.getpid())
         self._due_timers()
+        self._kill_overdue()
+        if self.heartbeat is not None and time.monotonic() >= self.next_heartbeat:
+            self.heartbeat()
+            self.next_heartbeat = time.monotonic() + self.heartbeat_every
         self.rounds += 1
         if 0 <= self.max_loops <= self.rounds and not self.root.stopping:
             self.log.info("Stopping after %d loops (max_loops)", self.rounds)
@@ -181,11 +244,17 @@ class Scheduler:
         self._settle()
 
     def _timeout(self) -> Optional[float]:
+        """Seconds until the next thing the coordinator must do by itself (None: nothing)."""
         while self.timers and self.timers[0][2].cancelled:
             heapq.heappop(self.timers)
-        if not self.timers:
-            return None
-        return max(0.0, self.timers[0][0] - time.time())
+        waits = []
+        if self.timers:
+            waits.append(self.timers[0][0] - time.time())
+        if self.heartbeat is not None:
+            waits.append(self.next_heartbeat - time.monotonic())
+        if self.kill_at is not None:
+            waits.append(self.kill_at - time.monotonic())
+        return max(0.0, min(waits)) if waits else None
 
     def _settle(self) -> None:
         """Let ready tasks through their gates, commit, then launch what started."""
@@ -195,6 +264,8 @@ class Scheduler:
                 self._drop(task)
             elif task.step.is_container:
                 self._start_container(task)
+            elif self._replay(task) is StepReplay.skip:
+                self._skip(task)
             else:
                 self.waiting.setdefault(task.step, deque()).append(task)
             if not self.ready:
@@ -221,6 +292,28 @@ class Scheduler:
                 self._start(queue.popleft())
             if not queue:
                 del self.waiting[step]
+
+    # -- recovery -------------------------------------------------------------------------------
+
+    def _replay(self, task: Task) -> StepReplay:
+        """What the step's recovery map says for the task's status in the run being recovered."""
+        return self._replay_status(task.step, task.seq_str)
+
+    def _replay_status(self, step: StepDef, seq_str: str) -> StepReplay:
+        previous = self.previous.get((step.name, seq_str))
+        if previous is None:
+            return StepReplay.rerun
+        return step.recovery.get(StepStatus[previous[0]], StepReplay.rerun)
+
+    def _skip(self, task: Task) -> None:
+        """Record a task as succeeded without running it, and go on as if it had."""
+        self.log.debug("[ Step %s/%s ] Skipping task in recovery mode", task.step.name, task.seq_str)
+        task.status = StepStatus.success
+        task.started = time.time()
+        self._record(task, ended=task.started, skipped=True)
+        self._fire_status(task, StepStatus.active)
+        self._fire_status(task, StepStatus.success)
+        self._release(task.frame)
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -260,11 +353,17 @@ class Scheduler:
         frame = self._frame_for(scope, seq)
         if frame is None or frame.halted():
             return
-        now = time.time()
-        timer = _Timer(now + seconds, target, is_step, seq, frame)
+        seq_str = format_sequence(seq)
+        if is_step and self.previous.get((target, seq_str)) is not None:
+            step = self.program.steps[target]
+            if not step.is_container and self._replay_status(step, seq_str) is StepReplay.skip:
+                self._create(step, seq)  # it will be skipped: no need to wait for it
+                return
+        started = self.previous_delays.get((target, seq_str), time.time())  # a recovery waits what remains
+        timer = _Timer(started + seconds, target, is_step, seq, frame)
         frame.pending += 1
         heapq.heappush(self.timers, (timer.due, next(self.timer_order), timer))
-        self.writer.delay(target, format_sequence(seq), seconds, now)
+        self.writer.delay(target, seq_str, seconds, started)
 
     def _due_timers(self) -> None:
         now = time.time()

@@ -12,7 +12,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
@@ -57,7 +57,18 @@ attempts = sa.Table(
     sa.Column("ended", sa.Float),
     sa.Column("outcome", sa.String(16)),
     sa.Column("fingerprint", sa.String(64)),
-    sa.Column("steps", sa.Text),  # JSON list of the program's step names
+    sa.Column("steps", sa.Text),  # JSON list of [step, container, kind]: the flow's shape
+)
+
+#: Who coordinates a run now: one row while an attempt runs, so a second one is refused.
+locks = sa.Table(
+    "sequent_locks", metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("token", sa.String(64), nullable=False),  # host, pid and process start time
+    sa.Column("acquired", sa.Float, nullable=False),
+    sa.Column("heartbeat", sa.Float, nullable=False),
 )
 
 #: One row per task: a step at a sequence, in one attempt.
@@ -146,6 +157,9 @@ class Store:
         """Connect, create the tables when missing, and refuse a store of a newer schema."""
         if self._conn is not None:
             return self
+        if self._engine is not None:  # reopened (an in-memory store keeps its one connection)
+            self._conn = self._engine.connect()
+            return self
         kwargs = dict(self.target.engine_kwargs)
         if self.target.is_memory:
             kwargs.setdefault("poolclass", sa.pool.StaticPool)
@@ -206,13 +220,20 @@ class Store:
             self._engine.dispose()
             self._engine = None
 
+    def dispose(self) -> None:
+        """Close for good, in-memory data included."""
+        self.close()
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
     # -- runs ---------------------------------------------------------------------------------
 
     def get_run(self, run_id: str) -> Optional[sa.Row]:
         return self.conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).first()
 
     def start_attempt(self, *, run_id: str, flow: str, program: Optional[str], host: str, mode: str,
-                      recovery: int, based_on: Optional[int], fingerprint: str, steps: Iterable[str]) -> None:
+                      recovery: int, based_on: Optional[int], fingerprint: str, steps: Iterable[Any]) -> None:
         """Record that an attempt at a run starts (recovery 0 creates the run's row)."""
         now = time.time()
         conn = self.conn
@@ -235,6 +256,86 @@ class Store:
                      .values(ended=now, outcome=outcome))
         conn.execute(runs.update().where(runs.c.run_id == run_id).values(status=outcome, updated=now))
         conn.commit()
+
+    def latest_run(self, flow: str) -> Optional[str]:
+        """The run_id of the most recently created run of ``flow``, if any."""
+        row = self.conn.execute(sa.select(runs.c.run_id).where(runs.c.flow == flow)
+                                .order_by(runs.c.created.desc(), runs.c.run_id.desc()).limit(1)).first()
+        return row[0] if row else None
+
+    def list_runs(self, flow: Optional[str] = None) -> list[sa.Row]:
+        """Every run (of ``flow`` when given) with its first attempt's start, oldest first."""
+        first = (sa.select(attempts.c.run_id, sa.func.min(attempts.c.started).label("started"))
+                 .group_by(attempts.c.run_id).subquery())
+        last = attempts.alias("last")
+        query = (sa.select(runs.c.run_id, runs.c.flow, runs.c.recovery, runs.c.status, runs.c.host,
+                           runs.c.program, first.c.started, last.c.ended)
+                 .join(first, first.c.run_id == runs.c.run_id)
+                 .join(last, sa.and_(last.c.run_id == runs.c.run_id, last.c.recovery == runs.c.recovery)))
+        if flow is not None:
+            query = query.where(runs.c.flow == flow)
+        return list(self.conn.execute(query.order_by(runs.c.created, runs.c.run_id)))
+
+    def attempt(self, run_id: str, recovery: int) -> Optional[sa.Row]:
+        return self.conn.execute(sa.select(attempts).where(attempts.c.run_id == run_id,
+                                                           attempts.c.recovery == recovery)).first()
+
+    def previous_states(self, run_id: str, upto: int) -> dict[tuple[str, str], tuple[str, int]]:
+        """(step, sequence) -> (status, attempt) as last recorded by attempts 0..``upto``."""
+        query = (sa.select(tasks.c.step, tasks.c.sequence, tasks.c.status, tasks.c.recovery)
+                 .where(tasks.c.run_id == run_id, tasks.c.recovery <= upto)
+                 .order_by(tasks.c.recovery, tasks.c.id))
+        return {(step, seq): (status, rec) for step, seq, status, rec in self.conn.execute(query)}
+
+    def previous_delays(self, run_id: str, upto: int) -> dict[tuple[str, str], float]:
+        """(step, sequence) -> when its delay first started, over attempts 0..``upto``."""
+        query = (sa.select(delays.c.step, delays.c.sequence, sa.func.min(delays.c.activated))
+                 .where(delays.c.run_id == run_id, delays.c.recovery <= upto)
+                 .group_by(delays.c.step, delays.c.sequence))
+        return {(step, seq): activated for step, seq, activated in self.conn.execute(query)}
+
+    # -- the run lock ---------------------------------------------------------------------------
+
+    def take_lock(self, run_id: str, host: str, pid: int, token: str,
+                  is_stale: "Callable[[sa.Row], bool]") -> Optional[sa.Row]:
+        """Become the run's coordinator; returns the live holder's row instead when there is one.
+
+        A holder that is_stale() says is dead is replaced with a compare-and-set on its token,
+        so of two processes replacing the same dead holder only one wins.
+        """
+        conn = self.conn
+        now = time.time()
+        values = dict(run_id=run_id, host=host, pid=pid, token=token, acquired=now, heartbeat=now)
+        for _ in range(3):
+            holder = conn.execute(sa.select(locks).where(locks.c.run_id == run_id)).first()
+            if holder is None:
+                try:
+                    conn.execute(locks.insert().values(**values))
+                    conn.commit()
+                    return None
+                except sa.exc.IntegrityError:
+                    conn.rollback()
+                    continue
+            if not is_stale(holder):
+                conn.rollback()
+                return holder
+            done = conn.execute(locks.update().where(locks.c.run_id == run_id, locks.c.token == holder.token)
+                                .values(**values))
+            conn.commit()
+            if done.rowcount == 1:
+                return None
+        holder = conn.execute(sa.select(locks).where(locks.c.run_id == run_id)).first()
+        conn.rollback()
+        return holder
+
+    def heartbeat(self, run_id: str, token: str) -> None:
+        self.conn.execute(locks.update().where(locks.c.run_id == run_id, locks.c.token == token)
+                          .values(heartbeat=time.time()))
+        self.conn.commit()
+
+    def release_lock(self, run_id: str, token: str) -> None:
+        self.conn.execute(locks.delete().where(locks.c.run_id == run_id, locks.c.token == token))
+        self.conn.commit()
 
     # -- tasks --------------------------------------------------------------------------------
 
