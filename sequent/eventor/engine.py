@@ -82,10 +82,10 @@ class Eventor:
         self.run_mode = RunMode(run_mode)
         self.recovery_run = recovery_run
         self.run_id: Optional[str] = run_id
+        self._run_id_given = run_id is not None  # else each restart gets a new one
         self.host = host or HOST
         self.program = Program()
         self.recovery = 0
-        self._ran = False
         self._step_defaults = {k: self.config[k] for k in _config.STEP_KEYS}
 
     # -- building -------------------------------------------------------------------------------
@@ -203,7 +203,8 @@ class Eventor:
                                f"got {delay!r}")
         ev = _name(event, "an event")
         for target in targets:
-            is_step = isinstance(target, StepDef) or (isinstance(target, str) and target in self.program.steps)
+            # a name is looked up when the run starts, so steps may be added after their association
+            is_step = True if isinstance(target, StepDef) else False if isinstance(target, EventDef) else None
             self.program.assocs.setdefault(ev, []).append(
                 Assoc(ev, _name(target, "a step or an event"), is_step, float(delay)))
 
@@ -228,6 +229,8 @@ class Eventor:
         for name, assocs in p.assocs.items():
             if name not in p.events:
                 raise EventorError(f"association of unknown event {name!r}")
+            assocs[:] = [a if a.target_is_step is not None else
+                         Assoc(a.event, a.target, a.target in p.steps, a.delay) for a in assocs]
             for a in assocs:
                 if a.target_is_step and a.target not in p.steps:
                     raise EventorError(f"event {name!r} is associated with unknown step {a.target!r}")
@@ -273,7 +276,8 @@ class Eventor:
         locked = False
         logs: Optional[RunLogging] = None
         launcher = None
-        threaded = TaskConstruct.thread in self.program.has_steps_of
+        # thread and invoke tasks share this process: they see their variables through an overlay
+        threaded = bool(self.program.has_steps_of & {TaskConstruct.thread, TaskConstruct.invoke})
         outcome = "failure"
         scheduler: Optional[Scheduler] = None
         try:
@@ -326,7 +330,6 @@ class Eventor:
             if logs is not None:
                 logging.getLogger(logs.logger_name).info("Processing finished with: %s", outcome)
                 logs.stop()
-        self._ran = True
         if scheduler is not None and scheduler.signal is not None:
             self._reraise(scheduler.signal)
         return outcome == "success"
@@ -346,7 +349,7 @@ class Eventor:
         """Settle run_id and attempt number; for a recovery, what the earlier attempts left."""
         where = store.target.display
         if self.run_mode is RunMode.restart:
-            self.run_id = self.run_id or new_run_id()
+            self.run_id = self.run_id if self._run_id_given else new_run_id()
             self.recovery = 0
             if store.get_run(self.run_id) is not None:
                 raise EventorError(f"run_id {self.run_id!r} already exists in store {where}: recover it "

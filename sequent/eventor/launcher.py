@@ -39,7 +39,8 @@ except ImportError:  # pragma: no cover - not CPython
 
 __all__ = ['Completion', 'ProcessLauncher']
 
-RunChild = Callable[[int, tuple, dict], tuple[str, str, str, str]]
+_Outcome = tuple[str, str, str, str]   # (status, result text, error text, traceback text)
+RunChild = Callable[[int, tuple, dict], _Outcome]
 
 _HEADER = struct.Struct('!I')
 _MAX_MESSAGE = 0xFFFFFFFF
@@ -162,7 +163,7 @@ def _exception_text(exc: BaseException) -> str:
     return ''.join(traceback.format_exception_only(type(exc), exc)).strip()
 
 
-def _run_task(run_child: RunChild, step_index: int, sequence: tuple, payload: dict) -> tuple[str, str, str, str]:
+def _run_task(run_child: RunChild, step_index: int, sequence: tuple, payload: dict) -> _Outcome:
     """Call ``run_child`` with Ctrl-C enabled and turn anything it does into an outcome tuple.
 
     SIGINT raises KeyboardInterrupt only while ``run_child`` runs; afterwards it is ignored so that
@@ -195,11 +196,12 @@ def _write_all(fd: int, data: bytes) -> None:
             view = view[os.write(fd, view):]
 
 
-def _write_outcome(fd: int, outcome: tuple[str, str, str, str]) -> None:
+def _write_outcome(fd: int, outcome: _Outcome) -> None:
     """Send the outcome to the launcher as one length-prefixed pickle."""
     data = pickle.dumps(outcome, _PROTOCOL)
     if len(data) > _MAX_MESSAGE:
-        data = pickle.dumps((_FAILURE, '', f'task outcome too large to report ({len(data)} bytes)', ''), _PROTOCOL)
+        error = f'task outcome too large to report ({len(data)} bytes)'
+        data = pickle.dumps((_FAILURE, '', error, ''), _PROTOCOL)
     _write_all(fd, _HEADER.pack(len(data)) + data)
 
 
@@ -593,7 +595,7 @@ def _launcher_main(sock: socket.socket, run_child: RunChild) -> NoReturn:
         for other in list(_LIVE_SOCKETS):   # detach: the copied object must not close a reused fd
             if other.fileno() >= 0:
                 _close_quietly([other.detach()])
-        gc.freeze()   # children then leave the inherited objects' pages unshared less often
+        gc.freeze()   # a collection in a child then skips inherited objects: fewer copy-on-write faults
         _Launcher(sock, run_child).run()
     except BaseException:  # noqa: B036 - the launcher must never return into the coordinator's code
         code = 70

@@ -151,7 +151,7 @@ class Assoc:
 
     event: str
     target: str
-    target_is_step: bool
+    target_is_step: Optional[bool]  # None: a name, resolved when the run starts
     delay: float = 0.0
 
 

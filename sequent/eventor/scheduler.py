@@ -258,18 +258,20 @@ class Scheduler:
 
     def _settle(self) -> None:
         """Let ready tasks through their gates, commit, then launch what started."""
-        while self.ready:
-            task = self.ready.popleft()
-            if task.frame.halted():
-                self._drop(task)
-            elif task.step.is_container:
-                self._start_container(task)
-            elif self._replay(task) is StepReplay.skip:
-                self._skip(task)
-            else:
-                self.waiting.setdefault(task.step, deque()).append(task)
+        while True:
+            while self.ready:
+                task = self.ready.popleft()
+                if task.frame.halted():
+                    self._drop(task)
+                elif task.step.is_container:
+                    self._start_container(task)
+                elif self._replay(task) is StepReplay.skip:
+                    self._skip(task)
+                else:
+                    self.waiting.setdefault(task.step, deque()).append(task)
+            self._dispatch()  # a start may fire 'active' triggers, making more tasks ready
             if not self.ready:
-                self._dispatch()
+                break
         for queue in self.waiting.values():
             for task in queue:
                 if not task.recorded:
