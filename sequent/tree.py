@@ -142,7 +142,8 @@ class Step(Node):
         self.path = f"{parent.path}_{name}" if parent.path else name
         label = f"step {self.path!r}"
         if name in parent._child_names:
-            raise SequentError(f"Attempting to add step, but name already used: {name!r} in {parent.where}")
+            raise SequentError(f"Attempting to add step, but name already used: {name!r} in {parent.where} "
+                               f"(step {self.path!r})")
         clash = self.flow._paths.get(self.path)
         if clash is not None:
             raise SequentError(f"{label}: its flattened name collides with step {clash.name!r} of "

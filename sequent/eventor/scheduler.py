@@ -226,6 +226,8 @@ class Scheduler:
             if key.data == "launcher":
                 for c in self.launcher.collect():
                     self._finished(c.task_id, (c.status, c.result, c.error, c.traceback), c.pid)
+                if not self.launcher.alive:  # its end is read; its socket would stay readable
+                    selector.unregister(key.fileobj)
         for task_id, outcome in self.inbox.take():
             if task_id == "signal":
                 self._interrupt(outcome)
