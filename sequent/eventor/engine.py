@@ -204,9 +204,10 @@ class Eventor:
         ev = _name(event, "an event")
         for target in targets:
             # a name is looked up when the run starts, so steps may be added after their association
-            is_step = True if isinstance(target, StepDef) else False if isinstance(target, EventDef) else None
-            self.program.assocs.setdefault(ev, []).append(
-                Assoc(ev, _name(target, "a step or an event"), is_step, float(delay)))
+            name = _name(target, "a step or an event")
+            is_step = (True if isinstance(target, StepDef) or name in self.program.steps else
+                       False if isinstance(target, EventDef) or name in self.program.events else None)
+            self.program.assocs.setdefault(ev, []).append(Assoc(ev, name, is_step, float(delay)))
 
     def trigger_event(self, event: EventRef, sequence: Any = 1) -> None:
         """Fire ``event`` at ``sequence`` when the run starts."""
