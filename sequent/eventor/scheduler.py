@@ -35,7 +35,7 @@ _END = object()
 class Frame:
     """One iteration of a container (``owner``), or the root of the run (``owner`` None)."""
 
-    __slots__ = ("owner", "seq", "parent", "pending", "failed", "stopping", "children")
+    __slots__ = ("owner", "seq", "parent", "pending", "failed", "stopping")
 
     def __init__(self, owner: Optional["Task"], seq: tuple, parent: Optional["Frame"]):
         self.owner = owner
@@ -44,7 +44,6 @@ class Frame:
         self.pending = 0  # tasks, delays and child containers not yet ended
         self.failed = False  # an unhandled failure happened inside
         self.stopping = False  # no new task may start inside
-        self.children: set[Frame] = set()
 
     def halted(self) -> bool:
         """True when this frame or one around it is stopping."""
@@ -68,7 +67,7 @@ class Task:
     """A step at a sequence, in this attempt."""
 
     __slots__ = ("id", "step", "seq", "seq_str", "frame", "status", "created", "started", "recorded",
-                 "iterator", "iteration", "current", "error")
+                 "iterator", "iteration", "current")
 
     def __init__(self, id: int, step: StepDef, seq: tuple, frame: Frame, now: float):
         self.id = id
@@ -84,7 +83,6 @@ class Task:
         self.iterator: Optional[Iterator] = None
         self.iteration = 0
         self.current: Optional[Frame] = None
-        self.error = ""
 
     def __repr__(self) -> str:
         return (f"<Task(id='{self.id}', step_id='{self.step.name}', sequence='{self.seq_str}', "
@@ -561,7 +559,7 @@ class Scheduler:
             self._end_container(task, failed=True, error=f"an unhandled failure in iteration {format_sequence(frame.seq)}")
             return False
         if frame.halted():
-            self._end_container(task, failed=True, error="stopped after a failure", quiet=True)
+            self._end_container(task, failed=True, error="stopped before its end: the run is stopping", quiet=True)
             return False
         return True
 
