@@ -91,7 +91,7 @@ class Eventor:
     # -- building -------------------------------------------------------------------------------
 
     def add_event(self, name: str, expr: Any = None, *, scope: Optional[str] = None) -> EventDef:
-        """Add an event; with ``expr`` (events, names, or_/and_, tuples meaning and) it fires by itself."""
+        """Add an event; with ``expr`` (events, names, ``or_``/``and_``, tuples meaning and) it fires by itself."""
         if not isinstance(name, str) or not name:
             raise EventorError(f"an event needs a non-empty name, got {name!r}")
         condition = None if expr is None else simplify(self._condition(expr, name))
