@@ -62,9 +62,12 @@ class Sequent(Node):
         if not self.children:
             raise SequentError(f"flow {self.name!r} has no steps to run")
         opts = self._run_kwargs
+        run_id = opts["run_id"]
+        if run_id is None and RunMode(opts["run_mode"]) is not RunMode.restart:
+            run_id = self.run_id  # recover this object's own last run, not just the flow's latest
         try:
             ev = Eventor(name=self.name, store=opts["store"], run_mode=opts["run_mode"],
-                         recovery_run=opts["recovery_run"], run_id=opts["run_id"], config=self.config,
+                         recovery_run=opts["recovery_run"], run_id=run_id, config=self.config,
                          config_tag="", host=self._extra.get("host"), program_file=self.program_file)
             translate(self, ev)
             self.eventor = ev

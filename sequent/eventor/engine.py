@@ -357,8 +357,9 @@ class Eventor:
                                    f"with run_mode=RUN_RECOVER, or start a new run with another run_id")
             return {}, {}, None
         if store.is_memory:
-            raise EventorError("cannot recover from an in-memory store (':memory:'): its runs end with "
-                               "the process; give the flow a file or database store")
+            looked_for = f"run {self.run_id!r}" if self.run_id else f"the latest run of flow {self.name!r}"
+            raise EventorError(f"cannot recover {looked_for} from an in-memory store (':memory:'): its runs "
+                               f"end with the process; give the flow a file or database store")
         if not self.run_id:
             self.run_id = store.latest_run(self.name)
             if self.run_id is None:

@@ -14,6 +14,7 @@ from typing import Any, Optional
 import sqlalchemy as sa
 
 from . import config as _config
+from . import runlock
 from .dburl import StoreTarget, resolve_store
 from .errors import EventorError
 from .store import Store
@@ -32,7 +33,7 @@ class RunInfo:
     recoveries: int  # 0 for a run never recovered
     started: Optional[datetime.datetime]  # when its first attempt started (UTC)
     ended: Optional[datetime.datetime]  # when its last attempt ended; None while running or if killed
-    outcome: str  # success, failure, incomplete, interrupted, or running
+    outcome: str  # success, failure, incomplete, interrupted, running, or abandoned (its coordinator died)
     host: Optional[str]
     program: Optional[str]
 
@@ -72,10 +73,18 @@ def list_runs(store: Any, *, flow: Optional[str] = None, config: Any = None) -> 
     opened = open_store(store, config)
     try:
         return [RunInfo(run_id=r.run_id, flow=r.flow, recoveries=r.recovery, started=_when(r.started),
-                        ended=_when(r.ended), outcome=r.status, host=r.host, program=r.program)
+                        ended=_when(r.ended), outcome=_outcome(opened, r), host=r.host, program=r.program)
                 for r in opened.list_runs(flow)]
     finally:
         opened.dispose()
+
+
+def _outcome(store: Store, run: Any) -> str:
+    """A run still marked running whose coordinator is gone was abandoned (killed, or its host died)."""
+    if run.status != "running":
+        return run.status
+    holder = store.lock_holder(run.run_id)
+    return "abandoned" if holder is None or runlock.is_stale(holder) else "running"
 
 
 def run_tasks(store: Any, run_id: str, *, recovery: Optional[int] = None, config: Any = None) -> list[TaskInfo]:

@@ -328,6 +328,9 @@ class Store:
         conn.rollback()
         return holder
 
+    def lock_holder(self, run_id: str) -> Optional[sa.Row]:
+        return self.conn.execute(sa.select(locks).where(locks.c.run_id == run_id)).first()
+
     def heartbeat(self, run_id: str, token: str) -> None:
         self.conn.execute(locks.update().where(locks.c.run_id == run_id, locks.c.token == token)
                           .values(heartbeat=time.time()))
