@@ -89,14 +89,16 @@ def _translate_container(container: Node, ev: Eventor, scope: Optional[str], con
             ev.add_event(start, scope=scope)
             starters.append(start)
         child_config = merge(config, child.config)
+        acquires, releases = _pools(ev, child.acquires), _pools(ev, child.releases)
         if child.is_container:
             ev.add_container(child.path, repeats=child.repeats, starts=(), triggers=triggers,
-                             config=child_config, scope=scope)
+                             acquires=acquires, releases=releases, config=child_config, scope=scope)
             starts = _translate_container(child, ev, scope=child.path, config=child_config)
             ev.program.steps[child.path].starts = tuple(starts)
         else:
             ev.add_step(child.path, func=child.func, args=child.args, kwargs=child.kwargs, triggers=triggers,
                         recovery=child.recovery, config=child_config, scope=scope,
+                        acquires=acquires, releases=releases,
                         host=child.hosts[0] if child.hosts else None,
                         import_module=child.import_module or None, import_file=child.import_file)
         ev.add_assoc(start, child.path, delay=child.delay)
@@ -104,6 +106,21 @@ def _translate_container(container: Node, ev: Eventor, scope: Optional[str], con
         for start in starters:
             ev.trigger_event(start, 1)
     return starters
+
+
+def _pools(ev: Eventor, amounts: Optional[tuple]) -> Optional[list[tuple[str, int]]]:
+    """Register each pool with the engine once (by name) and refer to it by name."""
+    if amounts is None:
+        return None
+    result = []
+    for pool, count in amounts:
+        known = ev.program.pools.get(pool.name)
+        if known is not None and known.limit != pool.limit:
+            raise SequentError(f"two resource pools are named {pool.name!r} (limits {known.limit} and "
+                               f"{pool.limit}); give them different names")
+        ev.add_resource_pool(pool.name, pool.limit)
+        result.append((pool.name, count))
+    return result
 
 
 def describe(eventor: Eventor) -> Iterable[str]:
