@@ -38,8 +38,9 @@ class ResourcePool:
             raise SequentError(f"resource pool {name!r}: unknown policy keys {', '.join(sorted(unknown))}; "
                                f"known: {', '.join(sorted(_POLICY_KEYS))}")
         limit = policy.get("resource_limit", -1)
-        if not isinstance(limit, int) or isinstance(limit, bool):
-            raise SequentError(f"resource pool {name!r}: resource_limit must be an int, got {limit!r}")
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit == 0 or limit < -1:
+            raise SequentError(f"resource pool {name!r}: resource_limit must be an int >= 1, or -1 for "
+                               f"unlimited, got {limit!r}")
         self.name = name
         self.resource_cls = resource_cls
         self.policy = policy
@@ -60,7 +61,7 @@ def parse_amounts(value: Any, label: str, what: str) -> Optional[tuple[tuple[Res
         return None
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
         raise SequentError(f"{label}: {what} must be a list of (pool, count) pairs, got {value!r}")
-    result = []
+    totals: dict[ResourcePool, int] = {}
     for item in value:
         if not (isinstance(item, (tuple, list)) and len(item) == 2):
             raise SequentError(f"{label}: {what} item {item!r} is not a (pool, count) pair")
@@ -69,8 +70,9 @@ def parse_amounts(value: Any, label: str, what: str) -> Optional[tuple[tuple[Res
             raise SequentError(f"{label}: {what} names {pool!r}, which is not a sequent.ResourcePool")
         if not isinstance(count, int) or isinstance(count, bool) or count < 1:
             raise SequentError(f"{label}: {what} count for pool {pool.name!r} must be an int >= 1, got {count!r}")
+        totals[pool] = totals.get(pool, 0) + count
+    for pool, count in totals.items():
         if pool.limit >= 1 and count > pool.limit and what == "acquires":
             raise SequentError(f"{label}: acquires {count} from resource pool {pool.name!r}, which holds only "
                                f"{pool.limit}: it could never start")
-        result.append((pool, count))
-    return tuple(result)
+    return tuple(totals.items())

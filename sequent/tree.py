@@ -184,9 +184,7 @@ class Step(Node):
         self.import_file = import_file
         self.acquires = parse_amounts(acquires, label, "acquires") or ()
         self.releases = parse_amounts(releases, label, "releases")
-        held = {}
-        for pool, count in self.acquires:
-            held[pool] = held.get(pool, 0) + count
+        held = dict(self.acquires)  # parse_amounts sums repeated pools
         for pool, count in self.releases or ():
             if count > held.get(pool, 0):
                 raise SequentError(f"{label}: releases {count} to resource pool {pool.name!r} but acquires "

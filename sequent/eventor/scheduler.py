@@ -335,7 +335,8 @@ class Scheduler:
         """Grant pools all at once or not at all, first come first served per pool.
 
         Once a task waits on a pool, no later task takes from that pool, so a large request is
-        served as soon as enough is free instead of being overtaken forever by small ones.
+        served as soon as enough is free instead of being overtaken forever by small ones.  Only
+        the steps inside a container that holds pools may pass (see :meth:`_inside_holder`).
         """
         blocked: set[str] = set()
         wanting, self.wanting = self.wanting, []
@@ -347,8 +348,8 @@ class Scheduler:
             if not step.is_container and (self._full() or self._step_full(step)):
                 self.wanting.append(task)  # the limits hold it back, not the pools: it blocks none
                 continue
-            if any(name in blocked or (self.available[name] is not None and self.available[name] < n)
-                   for name, n in step.acquires):
+            if any((name in blocked and not self._inside_holder(task)) or
+                   (self.available[name] is not None and self.available[name] < n) for name, n in step.acquires):
                 blocked.update(name for name, _ in step.acquires)
                 self.wanting.append(task)
                 continue
@@ -362,6 +363,17 @@ class Scheduler:
                 self._start_container(task)
             else:
                 self._start(task)
+
+    @staticmethod
+    def _inside_holder(task: Task) -> bool:
+        """True inside a container that holds pools: it cannot end, and give them back, until its
+        steps ran, so they may take what is free even when an earlier request waits for more."""
+        frame: Optional[Frame] = task.frame
+        while frame is not None and frame.owner is not None:
+            if frame.owner.holds:
+                return True
+            frame = frame.parent
+        return False
 
     def _give_back(self, task: Task) -> None:
         """Return what the step releases (by default all it acquired); the rest stays taken."""
