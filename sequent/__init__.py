@@ -15,6 +15,7 @@ from .errors import SequentError
 from .eventor.errors import FlowChangedWarning
 from .eventor.model import RunMode, StepReplay, StepStatus
 from .flow import Sequent
+from .resources import Resource, ResourcePool
 from .runs import RunInfo, TaskInfo, list_runs, run_tasks
 from .tree import Event, Step, and_, or_
 
@@ -33,7 +34,7 @@ RUN_CONTINUE = RunMode.continue_
 
 __all__ = [
     "__version__", "Sequent", "SequentError", "FlowChangedWarning", "Step", "Event", "or_", "and_",
-    "list_runs", "run_tasks", "RunInfo", "TaskInfo",
+    "list_runs", "run_tasks", "RunInfo", "TaskInfo", "Resource", "ResourcePool",
     "StepStatus", "StepReplay", "RunMode",
     "STEP_READY", "STEP_ACTIVE", "STEP_SUCCESS", "STEP_FAILURE", "STEP_COMPLETE",
     "STEP_RERUN", "STEP_SKIP", "STP_RERUN", "STP_SKIP", "RUN_RESTART", "RUN_RECOVER", "RUN_CONTINUE",

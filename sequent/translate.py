@@ -66,10 +66,11 @@ def _check_acyclic(container: Node) -> None:
 
 def translate(flow: Node, eventor: Eventor) -> None:
     """Add the whole tree of ``flow`` to ``eventor``: events, steps, containers, associations."""
-    _translate_container(flow, eventor, scope=None, config={})
+    _translate_container(flow, eventor, scope=None, config={}, pools={})
 
 
-def _translate_container(container: Node, ev: Eventor, scope: Optional[str], config: dict) -> list[str]:
+def _translate_container(container: Node, ev: Eventor, scope: Optional[str], config: dict,
+                         pools: dict) -> list[str]:
     """Translate the children of ``container``; returns the start events of its starters."""
     _check_acyclic(container)
     required: dict[Step, set[StepStatus]] = {}
@@ -89,14 +90,16 @@ def _translate_container(container: Node, ev: Eventor, scope: Optional[str], con
             ev.add_event(start, scope=scope)
             starters.append(start)
         child_config = merge(config, child.config)
+        acquires, releases = _pools(ev, child.acquires, pools), _pools(ev, child.releases, pools)
         if child.is_container:
             ev.add_container(child.path, repeats=child.repeats, starts=(), triggers=triggers,
-                             config=child_config, scope=scope)
-            starts = _translate_container(child, ev, scope=child.path, config=child_config)
+                             acquires=acquires, releases=releases, config=child_config, scope=scope)
+            starts = _translate_container(child, ev, scope=child.path, config=child_config, pools=pools)
             ev.program.steps[child.path].starts = tuple(starts)
         else:
             ev.add_step(child.path, func=child.func, args=child.args, kwargs=child.kwargs, triggers=triggers,
                         recovery=child.recovery, config=child_config, scope=scope,
+                        acquires=acquires, releases=releases,
                         host=child.hosts[0] if child.hosts else None,
                         import_module=child.import_module or None, import_file=child.import_file)
         ev.add_assoc(start, child.path, delay=child.delay)
@@ -104,6 +107,20 @@ def _translate_container(container: Node, ev: Eventor, scope: Optional[str], con
         for start in starters:
             ev.trigger_event(start, 1)
     return starters
+
+
+def _pools(ev: Eventor, amounts: Optional[tuple], seen: dict) -> Optional[list[tuple[str, int]]]:
+    """Register each pool with the engine once and refer to it by name (unique per flow)."""
+    if amounts is None:
+        return None
+    result = []
+    for pool, count in amounts:
+        if seen.setdefault(pool.name, pool) is not pool:
+            raise SequentError(f"two different resource pools are named {pool.name!r}; a flow needs each "
+                               f"pool's name to be its own: rename one, or use the same pool object")
+        ev.add_resource_pool(pool.name, pool.limit)
+        result.append((pool.name, count))
+    return result
 
 
 def describe(eventor: Eventor) -> Iterable[str]:

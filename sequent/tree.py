@@ -11,6 +11,7 @@ import socket
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Union
 
 from .errors import SequentError
+from .resources import parse_amounts
 from .eventor.config import validate_step_config
 from .eventor.errors import EventorError
 from .eventor.model import StepReplay, StepStatus
@@ -181,10 +182,13 @@ class Step(Node):
             raise SequentError(f"{label}: import_file needs import_module too")
         self.import_module = tuple([import_module] if isinstance(import_module, str) else import_module or ())
         self.import_file = import_file
-        if acquires or releases:
-            raise SequentError(f"{label}: resource pools (acquires/releases) are not available in this version")
-        self.acquires = acquires
-        self.releases = releases
+        self.acquires = parse_amounts(acquires, label, "acquires") or ()
+        self.releases = parse_amounts(releases, label, "releases")
+        held = dict(self.acquires)  # parse_amounts sums repeated pools
+        for pool, count in self.releases or ():
+            if count > held.get(pool, 0):
+                raise SequentError(f"{label}: releases {count} to resource pool {pool.name!r} but acquires "
+                                   f"only {held.get(pool, 0)} from it")
         self.requires = parse_requires(requires, parent, label)
         parent.children.append(self)
         parent._child_names[name] = self

@@ -21,8 +21,8 @@ from .dburl import default_store_path, resolve_store
 from . import runlock
 from .errors import EventorError, FlowChangedWarning
 from .logs import HOST, RunLogging, flow_logger_name, task_logger_name
-from .model import (DEFAULT_RECOVERY, Assoc, EventDef, Program, RunMode, StepConfig, StepDef, StepReplay,
-                    StepStatus, TaskConstruct, parse_sequence)
+from .model import (DEFAULT_RECOVERY, Assoc, EventDef, PoolDef, Program, RunMode, StepConfig, StepDef,
+                    StepReplay, StepStatus, TaskConstruct, parse_sequence)
 from .runners import run_step
 from .scheduler import Scheduler
 from .store import Store
@@ -168,8 +168,9 @@ class Eventor:
             raise EventorError(f"step {name!r}: func must be callable, got {func!r}")
         step = StepDef(name=name, func=func, args=tuple(args), kwargs=dict(kwargs or {}),
                        triggers=self._triggers(triggers, name), config=self._step_config(config, name),
-                       recovery=self._recovery(recovery, name), host=host, acquires=tuple(acquires or ()),
-                       releases=None if releases is None else tuple(releases), scope=scope,
+                       recovery=self._recovery(recovery, name), host=host,
+                       acquires=self._amounts(acquires, name, "acquires"),
+                       releases=None if releases is None else self._amounts(releases, name, "releases"), scope=scope,
                        import_module=tuple(import_module) if import_module else None, import_file=import_file)
         return self.program.add_step(step)
 
@@ -191,10 +192,45 @@ class Eventor:
                                    f"an iterator, got {repeats!r}") from None
         rerun = {status: StepReplay.rerun for status in DEFAULT_RECOVERY}
         step = StepDef(name=name, triggers=self._triggers(triggers, name), config=self._step_config(config, name),
-                       recovery=rerun, host=host, acquires=tuple(acquires or ()),
-                       releases=None if releases is None else tuple(releases), scope=scope,
+                       recovery=rerun, host=host, acquires=self._amounts(acquires, name, "acquires"),
+                       releases=None if releases is None else self._amounts(releases, name, "releases"), scope=scope,
                        is_container=True, repeats=repeats, starts=tuple(_name(e, "an event") for e in starts))
         return self.program.add_step(step)
+
+    def add_resource_pool(self, name: str, limit: int) -> PoolDef:
+        """Add a pool of ``limit`` interchangeable resources (< 1: unlimited) that steps acquire."""
+        if not isinstance(name, str) or not name:
+            raise EventorError(f"a resource pool needs a non-empty name, got {name!r}")
+        if not isinstance(limit, int) or isinstance(limit, bool):
+            raise EventorError(f"resource pool {name!r}: limit must be an int, got {limit!r}")
+        existing = self.program.pools.get(name)
+        if existing is not None:
+            if existing.limit != limit:
+                raise EventorError(f"resource pool {name!r} is already defined with limit {existing.limit}")
+            return existing
+        pool = PoolDef(name, limit)
+        self.program.pools[name] = pool
+        return pool
+
+    @staticmethod
+    def _amounts(value: Any, step: str, what: str) -> tuple[tuple[str, int], ...]:
+        """Normalise ``[(pool, count), ...]`` (a pool or its name), summing repeated pools."""
+        amounts: dict[str, int] = {}
+        try:
+            items = list(value or ())
+        except TypeError:
+            raise EventorError(f"step {step!r}: {what} must be a list of (pool, count), got {value!r}") from None
+        for item in items:
+            if not (isinstance(item, (tuple, list)) and len(item) == 2):
+                raise EventorError(f"step {step!r}: {what} item {item!r} is not a (pool, count) pair")
+            pool, count = item
+            name = pool if isinstance(pool, str) else getattr(pool, "name", None)
+            if not isinstance(name, str):
+                raise EventorError(f"step {step!r}: {what} names {pool!r}, which is not a resource pool")
+            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                raise EventorError(f"step {step!r}: {what} count for pool {name!r} must be an int >= 1, got {count!r}")
+            amounts[name] = amounts.get(name, 0) + count
+        return tuple(amounts.items())
 
     def add_assoc(self, event: EventRef, *targets: Union[StepRef, EventRef], delay: float = 0) -> None:
         """When ``event`` fires at a sequence, start each target step, or fire each target event, there."""
@@ -245,11 +281,27 @@ class Eventor:
             for ev in step.starts:
                 if ev not in p.events:
                     raise EventorError(f"container {step.name!r} starts unknown event {ev!r}")
+            self._validate_amounts(step)
             if step.scope is not None and not (step.scope in p.steps and p.steps[step.scope].is_container):
                 raise EventorError(f"step {step.name!r} is scoped in {step.scope!r}, which is not a container")
         for name, _ in p.initial:
             if name not in p.events:
                 raise EventorError(f"trigger_event of unknown event {name!r}")
+
+    def _validate_amounts(self, step: StepDef) -> None:
+        pools = self.program.pools
+        acquired = dict(step.acquires)
+        for name, count in step.acquires:
+            pool = pools.get(name)
+            if pool is None:
+                raise EventorError(f"step {step.name!r} acquires from unknown resource pool {name!r}")
+            if pool.limit >= 1 and count > pool.limit:
+                raise EventorError(f"step {step.name!r} acquires {count} from resource pool {name!r}, "
+                                   f"which holds only {pool.limit}: it could never start")
+        for name, count in step.releases or ():
+            if count > acquired.get(name, 0):
+                raise EventorError(f"step {step.name!r} releases {count} to resource pool {name!r} but "
+                                   f"acquires only {acquired.get(name, 0)} from it")
 
     def fingerprint(self) -> str:
         """A digest of the program's shape (steps, containers, events), to notice a changed flow."""
@@ -317,6 +369,8 @@ class Eventor:
                 grace=float(self.config["shutdown_grace"]))
             outcome = scheduler.run()
             store.end_attempt(run_id, self.recovery, outcome)
+            if scheduler.deadlock:
+                raise EventorError(f"run {run_id!r}: {scheduler.deadlock}")
         finally:
             if launcher is not None:
                 launcher.stop(grace=float(self.config["shutdown_grace"]))

@@ -128,8 +128,8 @@ class StepDef:
     config: StepConfig = field(default_factory=StepConfig)
     recovery: Mapping[StepStatus, StepReplay] = field(default_factory=lambda: dict(DEFAULT_RECOVERY))
     host: Optional[str] = None
-    acquires: tuple = ()
-    releases: Optional[tuple] = None
+    acquires: tuple[tuple[str, int], ...] = ()  # (pool, count): all taken at once before the start
+    releases: Optional[tuple[tuple[str, int], ...]] = None  # given back at the end; None: as acquired
     scope: Optional[str] = None  # the container this step belongs to (None: the root)
     # container steps only
     is_container: bool = False
@@ -143,6 +143,14 @@ class StepDef:
     def handles_failure(self) -> bool:
         """True when a failure of this step fires an event (someone depends on it)."""
         return bool(self.triggers.get(StepStatus.failure))
+
+
+@dataclass(eq=False)
+class PoolDef:
+    """A counting semaphore shared by the steps that acquire from it; ``limit`` < 1 is unlimited."""
+
+    name: str
+    limit: int
 
 
 @dataclass(frozen=True)
@@ -164,6 +172,7 @@ class Program:
         self.step_list: list[StepDef] = []  # by index; process tasks are named by index
         self.assocs: dict[str, list[Assoc]] = {}
         self.initial: list[tuple[str, tuple[int, ...]]] = []
+        self.pools: dict[str, PoolDef] = {}
 
     def add_event(self, event: EventDef) -> EventDef:
         event.index = len(self.events)

@@ -67,7 +67,7 @@ class Task:
     """A step at a sequence, in this attempt."""
 
     __slots__ = ("id", "step", "seq", "seq_str", "frame", "status", "created", "started", "recorded",
-                 "iterator", "iteration", "current")
+                 "iterator", "iteration", "current", "holds")
 
     def __init__(self, id: int, step: StepDef, seq: tuple, frame: Frame, now: float):
         self.id = id
@@ -83,6 +83,7 @@ class Task:
         self.iterator: Optional[Iterator] = None
         self.iteration = 0
         self.current: Optional[Frame] = None
+        self.holds = False  # holds resources it has not given back yet
 
     def __repr__(self) -> str:
         return (f"<Task(id='{self.id}', step_id='{self.step.name}', sequence='{self.seq_str}', "
@@ -143,6 +144,10 @@ class Scheduler:
         self.ids = itertools.count(1)
         self.ready: deque[Task] = deque()
         self.waiting: dict[StepDef, deque[Task]] = {}  # insertion-ordered: FIFO across steps
+        self.wanting: list[Task] = []  # tasks waiting for resource pools, in arrival order
+        self.available: dict[str, Optional[int]] = {
+            name: (pool.limit if pool.limit >= 1 else None) for name, pool in program.pools.items()}
+        self.deadlock: Optional[str] = None
         self.running: dict[int, Task] = {}
         self.running_by_step: dict[StepDef, int] = {}
         self.timers: list = []
@@ -167,6 +172,8 @@ class Scheduler:
                 self._fire(name, seq)
             self._settle()
             while self.root.pending > 0:
+                if self._stalled():
+                    break
                 self._round(selector)
         finally:
             for signum, handler in handlers.items():
@@ -180,6 +187,23 @@ class Scheduler:
         if self.root.failed:
             return "failure"
         return "incomplete" if self.incomplete else "success"
+
+    def _stalled(self) -> bool:
+        """Nothing runs and nothing is due, yet work is pending: only resources can hold it back.
+
+        Such a run can never move again, so it ends with an error naming the pools and the
+        waiting steps instead of waiting forever.
+        """
+        if self.running or self.inbox or self.kill_at is not None or any(not t.cancelled for *_, t in self.timers):
+            return False
+        short = sorted({name for t in self.wanting for name, n in t.step.acquires
+                        if self.available[name] is not None and self.available[name] < n})
+        waiting = sorted({f"{t.step.name}/{t.seq_str}" for t in self.wanting})
+        self.deadlock = (f"resource deadlock: steps {', '.join(waiting) or '(none)'} wait for resource pool(s) "
+                         f"{', '.join(short) or '(none)'} that nothing running or pending can release")
+        self.log.error("%s", self.deadlock)
+        self.root.failed = True
+        return True
 
     def _catch_signals(self) -> dict:
         """SIGINT and SIGTERM stop the run gracefully (only possible in the main thread)."""
@@ -263,10 +287,12 @@ class Scheduler:
                 task = self.ready.popleft()
                 if task.frame.halted():
                     self._drop(task)
+                elif not task.step.is_container and self._replay(task) is StepReplay.skip:
+                    self._skip(task)  # acquires nothing
+                elif task.step.acquires:
+                    self.wanting.append(task)
                 elif task.step.is_container:
                     self._start_container(task)
-                elif self._replay(task) is StepReplay.skip:
-                    self._skip(task)
                 else:
                     self.waiting.setdefault(task.step, deque()).append(task)
             self._dispatch()  # a start may fire 'active' triggers, making more tasks ready
@@ -276,24 +302,91 @@ class Scheduler:
             for task in queue:
                 if not task.recorded:
                     self._record(task)
+        for task in self.wanting:
+            if task.status is not StepStatus.allocate:
+                task.status = StepStatus.allocate
+                self._record(task)
         self.writer.commit()
         launch, self.to_launch = self.to_launch, []
         for task in launch:
             self._launch(task)
 
+    def _full(self) -> bool:
+        return bool(self.max_concurrent) and len(self.running) >= self.max_concurrent
+
+    def _step_full(self, step: StepDef) -> bool:
+        limit = step.config.max_concurrent
+        return limit >= 1 and self.running_by_step.get(step, 0) >= limit
+
     def _dispatch(self) -> None:
-        """Start waiting tasks in FIFO order as far as the concurrency limits allow."""
+        """Start waiting tasks in FIFO order as far as the concurrency limits and pools allow."""
         for step in list(self.waiting):
-            if self.max_concurrent and len(self.running) >= self.max_concurrent:
-                return
+            if self._full():
+                break
             queue = self.waiting[step]
-            limit = step.config.max_concurrent
-            while queue and (limit < 1 or self.running_by_step.get(step, 0) < limit):
-                if self.max_concurrent and len(self.running) >= self.max_concurrent:
-                    return
+            while queue and not self._step_full(step) and not self._full():
                 self._start(queue.popleft())
             if not queue:
                 del self.waiting[step]
+        if self.wanting:
+            self._dispatch_wanting()
+
+    def _dispatch_wanting(self) -> None:
+        """Grant pools all at once or not at all, first come first served per pool.
+
+        Once a task waits on a pool, no later task takes from that pool, so a large request is
+        served as soon as enough is free instead of being overtaken forever by small ones.  Only
+        the steps inside a container that holds pools may pass (see :meth:`_inside_holder`).
+        """
+        blocked: set[str] = set()
+        wanting, self.wanting = self.wanting, []
+        for i, task in enumerate(wanting):
+            step = task.step
+            if task.frame.halted():
+                self._drop(task)
+                continue
+            if not step.is_container and (self._full() or self._step_full(step)):
+                self.wanting.append(task)  # the limits hold it back, not the pools: it blocks none
+                continue
+            if any((name in blocked and not self._inside_holder(task)) or
+                   (self.available[name] is not None and self.available[name] < n) for name, n in step.acquires):
+                blocked.update(name for name, _ in step.acquires)
+                self.wanting.append(task)
+                continue
+            now = time.time()
+            for name, n in step.acquires:
+                if self.available[name] is not None:
+                    self.available[name] -= n
+                self.writer.hold(step.name, task.seq_str, name, n, now)
+            task.holds = True
+            if step.is_container:
+                self._start_container(task)
+            else:
+                self._start(task)
+
+    @staticmethod
+    def _inside_holder(task: Task) -> bool:
+        """True inside a container that holds pools: it cannot end, and give them back, until its
+        steps ran, so they may take what is free even when an earlier request waits for more."""
+        frame: Optional[Frame] = task.frame
+        while frame is not None and frame.owner is not None:
+            if frame.owner.holds:
+                return True
+            frame = frame.parent
+        return False
+
+    def _give_back(self, task: Task) -> None:
+        """Return what the step releases (by default all it acquired); the rest stays taken."""
+        if not task.holds:
+            return
+        task.holds = False
+        step = task.step
+        releases = step.acquires if step.releases is None else step.releases
+        now = time.time()
+        for name, n in releases:
+            if self.available[name] is not None:
+                self.available[name] += n
+            self.writer.unhold(step.name, task.seq_str, name, n, now)
 
     # -- recovery -------------------------------------------------------------------------------
 
@@ -442,6 +535,7 @@ class Scheduler:
         if task is None:
             return
         self.running_by_step[task.step] -= 1
+        self._give_back(task)
         status, result, error, tb = outcome
         task.status = StepStatus.success if status == "success" else StepStatus.failure
         self._record(task, ended=time.time(), pid=pid, result=result or None,
@@ -492,6 +586,9 @@ class Scheduler:
                 self.waiting[step] = keep
             else:
                 del self.waiting[step]
+        keep = [t for t in self.wanting if not t.frame.within(frame)]
+        dropped.extend(t for t in self.wanting if t.frame.within(frame))
+        self.wanting = keep
         for _, _, timer in self.timers:
             if not timer.cancelled and timer.frame.within(frame):
                 timer.cancelled = True
@@ -564,6 +661,7 @@ class Scheduler:
         return True
 
     def _end_container(self, task: Task, *, failed: bool, error: str = "", quiet: bool = False) -> None:
+        self._give_back(task)  # held from its start to its end
         task.status = StepStatus.failure if failed else StepStatus.success
         self._record(task, ended=time.time(), error=error or None)
         if failed and not quiet:

@@ -103,7 +103,29 @@ delays = sa.Table(
     sa.Column("fired", sa.Float),
 )
 
+#: Which task holds how much of which resource pool (released: when it gave it back, if it did).
+holdings = sa.Table(
+    "sequent_holdings", metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("recovery", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("step", sa.String(255), primary_key=True),
+    sa.Column("sequence", sa.String(255), primary_key=True),
+    sa.Column("pool", sa.String(255), primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("acquired", sa.Float, nullable=False),
+    sa.Column("released_count", sa.Integer),
+    sa.Column("released", sa.Float),
+)
+
 _TASK_COLUMNS = ("status", "skipped", "host", "pid", "started", "ended", "result", "error")
+
+_release_holding = (
+    holdings.update()
+    .where(holdings.c.run_id == sa.bindparam("k_run_id"), holdings.c.recovery == sa.bindparam("k_recovery"),
+           holdings.c.step == sa.bindparam("k_step"), holdings.c.sequence == sa.bindparam("k_sequence"),
+           holdings.c.pool == sa.bindparam("k_pool"))
+    .values(released_count=sa.bindparam("released_count"), released=sa.bindparam("released"))
+)
 
 _update_task = (
     tasks.update()
@@ -364,6 +386,8 @@ class RunWriter:
         self._inserts: dict[tuple[str, str], dict] = {}
         self._updates: dict[tuple[str, str], dict] = {}
         self._delays: list[dict] = []
+        self._holds: list[dict] = []
+        self._unholds: list[dict] = []
 
     def task(self, step: str, sequence: str, status: str, *, created: float, started: Optional[float] = None,
              ended: Optional[float] = None, pid: Optional[int] = None, result: Optional[str] = None,
@@ -386,9 +410,17 @@ class RunWriter:
         self._delays.append({"run_id": self.run_id, "recovery": self.recovery, "step": step,
                              "sequence": sequence, "seconds": seconds, "activated": activated})
 
+    def hold(self, step: str, sequence: str, pool: str, count: int, when: float) -> None:
+        self._holds.append({"run_id": self.run_id, "recovery": self.recovery, "step": step, "sequence": sequence,
+                            "pool": pool, "count": count, "acquired": when})
+
+    def unhold(self, step: str, sequence: str, pool: str, count: int, when: float) -> None:
+        self._unholds.append({"k_run_id": self.run_id, "k_recovery": self.recovery, "k_step": step,
+                              "k_sequence": sequence, "k_pool": pool, "released_count": count, "released": when})
+
     @property
     def dirty(self) -> bool:
-        return bool(self._inserts or self._updates or self._delays)
+        return bool(self._inserts or self._updates or self._delays or self._holds or self._unholds)
 
     def commit(self) -> None:
         """Write everything buffered in one transaction (inserts before updates)."""
@@ -404,4 +436,10 @@ class RunWriter:
         if self._delays:
             conn.execute(delays.insert(), self._delays)
             self._delays = []
+        if self._holds:
+            conn.execute(holdings.insert(), self._holds)
+            self._holds = []
+        if self._unholds:
+            conn.execute(_release_holding, self._unholds)
+            self._unholds = []
         conn.commit()
