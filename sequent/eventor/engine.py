@@ -385,8 +385,10 @@ class Eventor:
             if logs is not None:
                 logging.getLogger(logs.logger_name).info("Processing finished with: %s", outcome)
                 logs.stop()
-        if scheduler is not None and scheduler.signal is not None:
-            self._reraise(scheduler.signal)
+            if scheduler is not None:
+                scheduler.restore_signals()
+        if scheduler is not None and scheduler.late_signal is not None:
+            self._reraise(scheduler.late_signal)
         return outcome == "success"
 
     @staticmethod

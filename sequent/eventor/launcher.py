@@ -65,6 +65,7 @@ _EV_EXIT = 2
 _EV_WAKE = 3
 
 _SIGINT = int(signal.SIGINT)
+_SIGTERM = int(signal.SIGTERM)
 _SIGCHLD = int(signal.SIGCHLD)
 _SIG_DFL = int(signal.SIG_DFL)
 _SIG_IGN = int(signal.SIG_IGN)
@@ -263,6 +264,10 @@ def _reset_inherited_signals() -> None:
             pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # A SIGTERM to the whole process group must not kill the launcher (and, through the
+    # parent-death signal, every task at once): the coordinator decides, and ends the launcher
+    # through its socket.  Blocked, not ignored, so a child only has to unblock it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 
 
 def _raise_fd_limit() -> tuple[int, int] | None:
@@ -501,7 +506,8 @@ class _Launcher:
         if not self.use_pidfd:
             _signal.set_wakeup_fd(-1)
             _signal.signal(_SIGCHLD, _SIG_DFL)
-        # SIGTERM is already at its default: the launcher keeps it there, and children inherit it.
+        # SIGTERM is at its default but blocked in the launcher; a fork has no pending signals.
+        _signal.pthread_sigmask(_signal.SIG_UNBLOCK, (_SIGTERM,))
         _close_quietly(self.fds)
         if self.old_nofile is not None and self.resource is not None:
             self.resource.setrlimit(self.resource.RLIMIT_NOFILE, self.old_nofile)

@@ -127,7 +127,9 @@ class Scheduler:
         self.heartbeat_every = heartbeat_every
         self.next_heartbeat = time.monotonic() + heartbeat_every
         self.grace = grace
-        self.signal: Optional[int] = None  # the first SIGINT/SIGTERM received
+        self.signal: Optional[int] = None  # the first SIGINT/SIGTERM the loop acted on
+        self.late_signal: Optional[int] = None  # the first one received at all
+        self._handlers: dict = {}
         self.kill_at: Optional[float] = None  # when running tasks get SIGKILL after a signal
 
         # program indexes
@@ -166,7 +168,7 @@ class Scheduler:
         selector.register(self.inbox.fileno(), selectors.EVENT_READ, "inbox")
         if self.launcher is not None:
             selector.register(self.launcher.fileno(), selectors.EVENT_READ, "launcher")
-        handlers = self._catch_signals()
+        self._handlers = self._catch_signals()
         try:
             for name, seq in self.program.initial:
                 self._fire(name, seq)
@@ -176,8 +178,6 @@ class Scheduler:
                     break
                 self._round(selector)
         finally:
-            for signum, handler in handlers.items():
-                signal.signal(signum, handler)
             selector.close()
             if self.threads is not None:
                 self.threads.stop(timeout=None if self.signal is None else 0)
@@ -214,7 +214,16 @@ class Scheduler:
             handlers[signum] = signal.signal(signum, self._on_signal)
         return handlers
 
+    def restore_signals(self) -> None:
+        """Put back the handlers run() replaced; the engine calls it once the run's end is recorded,
+        so a signal arriving meanwhile is still caught (and acted on afterwards, see late_signal)."""
+        for signum, handler in self._handlers.items():
+            signal.signal(signum, handler)
+        self._handlers = {}
+
     def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self.late_signal is None:
+            self.late_signal = signum  # kept even if the loop has already ended
         self.inbox.put(("signal", signum))
 
     def _interrupt(self, signum: int) -> None:
