@@ -72,24 +72,25 @@ def translate(flow: Node, eventor: Eventor) -> None:
 def _translate_container(container: Node, ev: Eventor, scope: Optional[str], config: dict,
                          pools: dict) -> list[str]:
     """Translate the children of ``container``; returns the start events of its starters."""
-    _check_acyclic(container)
+    child_pairs = {child: list(pairs(child.requires)) for child in container.children}
+    if any(child_pairs.values()):
+        _check_acyclic(container)
     required: dict[Step, set[StepStatus]] = {}
     for child in container.children:
-        for pair in pairs(child.requires):
+        for pair in child_pairs[child]:
             required.setdefault(pair.step, set()).update(_statuses(pair.status))
     starters: list[str] = []
     for child in container.children:
         triggers = {}
         for status in sorted(required.get(child, ())):
             triggers[status] = (ev.add_event(event_name(child, status), scope=scope).name,)
-        child_pairs = list(pairs(child.requires))
         start = f"{child.path}_start"
-        if child_pairs:
+        if child_pairs[child]:
             ev.add_event(start, condition(child.requires), scope=scope)
         else:
             ev.add_event(start, scope=scope)
             starters.append(start)
-        child_config = merge(config, child.config)
+        child_config = merge(config, child.config) if child.config else config
         acquires, releases = _pools(ev, child.acquires, pools), _pools(ev, child.releases, pools)
         if child.is_container:
             ev.add_container(child.path, repeats=child.repeats, starts=(), triggers=triggers,

@@ -87,6 +87,7 @@ class Eventor:
         self.program = Program()
         self.recovery = 0
         self._step_defaults = {k: self.config[k] for k in _config.STEP_KEYS}
+        self._configs: dict[tuple, StepConfig] = {}
 
     # -- building -------------------------------------------------------------------------------
 
@@ -109,20 +110,29 @@ class Eventor:
             raise EventorError(f"event {name!r}: {exc}") from None
 
     def _step_config(self, config: Optional[Mapping], name: str) -> StepConfig:
+        try:  # many steps share a config: make each distinct one once
+            key = tuple(sorted(config.items())) if config else ()
+            cached = self._configs.get(key)
+        except TypeError:  # an unhashable value: validation below says what is wrong
+            key, cached = None, None
+        if cached is not None:
+            return cached
         values = dict(self._step_defaults)
-        try:
-            values.update(_config.validate_step_config(config, name))
-        except EventorError:
-            raise
-        return StepConfig(task_construct=TaskConstruct(values["task_construct"]),
+        values.update(_config.validate_step_config(config, name))
+        made = StepConfig(task_construct=TaskConstruct(values["task_construct"]),
                           max_concurrent=int(values["max_concurrent"]),
                           stop_on_exception=bool(values["stop_on_exception"]),
                           sequence_arg_name=values["sequence_arg_name"],
                           pass_logger_to_task=bool(values["pass_logger_to_task"]))
+        if key is not None:
+            self._configs[key] = made
+        return made
 
     def _triggers(self, triggers: Optional[Mapping], name: str) -> dict[StepStatus, tuple[str, ...]]:
         result: dict[StepStatus, tuple[str, ...]] = {}
-        for status, events in (triggers or {}).items():
+        if not triggers:
+            return result
+        for status, events in triggers.items():
             try:
                 status = StepStatus(status)
             except ValueError:
@@ -135,7 +145,9 @@ class Eventor:
                 result[target] = result.get(target, ()) + tuple(n for n in names if n not in result.get(target, ()))
         return result
 
-    def _recovery(self, recovery: Optional[Mapping], name: str) -> dict[StepStatus, StepReplay]:
+    def _recovery(self, recovery: Optional[Mapping], name: str) -> Mapping[StepStatus, StepReplay]:
+        if not recovery:
+            return DEFAULT_RECOVERY  # shared: the engine never changes a step's map
         result = dict(DEFAULT_RECOVERY)
         given = dict(recovery or {})
         complete = given.pop(StepStatus.complete, None)
@@ -342,16 +354,18 @@ class Eventor:
                 raise EventorError(f"run {run_id!r} in store {target.display} is being run by "
                                    f"{runlock.describe(holder)}; wait for it to end")
             locked = True
-            store.close()  # not inherited by the launcher: reopened once it is forked
+            forks = TaskConstruct.process in self.program.has_steps_of
+            if forks:
+                store.close()  # not inherited by the launcher: reopened once it is forked
             logger_name = flow_logger_name(self.name, run_id)
             logs = RunLogging(logger_name, self.config["LOGGING"])
             log = logs.start()
             log.info("Process PID: %s; run_id: '%s'.", os.getpid(), run_id)
             if threaded:
                 install_thread_environ()
-            if TaskConstruct.process in self.program.has_steps_of:
+            if forks:
                 launcher = self._start_launcher(logs)
-            store.open()
+                store.open()
             log.info("Eventor store file: %s", target.display)
             if self.recovery:
                 log.info("Recovering run %r: attempt %d, compared with attempt %d", run_id, self.recovery, based_on)

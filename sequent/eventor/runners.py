@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
-from collections import deque
 from typing import Any, Callable, Optional
 
 from .context import TaskContext, enter_task, leave_task
@@ -68,96 +68,125 @@ def run_step(step: StepDef, ctx: TaskContext) -> Outcome:
     return ("success", result_text(value), "", "")
 
 
+#: Threads a run keeps at most; more tasks than this wait in the scheduler, not in a pool.
+MAX_THREADS = 256
+
+
 class ThreadRunner:
-    """An elastic pool: a task starts at once on an idle worker, or on a new one when none is idle.
+    """An elastic pool: a task starts on an idle worker, or on a new one when none is idle.
 
     Workers live until :meth:`stop`, so a flow of many short tasks pays for few threads, and a
-    flow of many long concurrent tasks is not throttled by a pool size it never asked for.
+    flow of many long concurrent tasks is not throttled by a small pool size.  The scheduler
+    asks :attr:`full` before it starts a thread task, so tasks beyond :data:`MAX_THREADS` wait
+    as ready, not as active.
     """
 
     def __init__(self, report: Callable[[int, Outcome], None], name: str = "sequent"):
         self._report = report
         self._name = name
+        self._work: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._work: deque = deque()
         self._idle = 0
-        self._cond = threading.Condition(self._lock)
+        self._busy = 0
         self._threads: list[threading.Thread] = []
-        self._stopping = False
+
+    @property
+    def full(self) -> bool:
+        return self._busy >= MAX_THREADS
 
     def submit(self, task_id: int, step: StepDef, ctx: TaskContext) -> None:
-        with self._cond:
-            self._work.append((task_id, step, ctx))
-            if self._idle:
+        with self._lock:
+            self._busy += 1
+            spawn = self._idle == 0
+            if not spawn:
                 self._idle -= 1  # claimed: a second submit must not count on the same worker
-                self._cond.notify()
-                return
+        self._work.put((task_id, step, ctx))
+        if spawn:
             thread = threading.Thread(target=self._worker, name=f"{self._name}-worker-{len(self._threads)}",
                                       daemon=True)
             self._threads.append(thread)
-        thread.start()
+            thread.start()
 
     def _worker(self) -> None:
         while True:
-            with self._cond:
-                while not self._work:
-                    if self._stopping:
-                        return
-                    self._idle += 1
-                    self._cond.wait()
-                    # a submit that notified us already took our idle count back
-                task_id, step, ctx = self._work.popleft()
-            self._report(task_id, run_step(step, ctx))
+            item = self._work.get()
+            if item is None:
+                return
+            task_id, step, ctx = item
+            outcome = run_step(step, ctx)
+            with self._lock:
+                self._busy -= 1
+                self._idle += 1
+            self._report(task_id, outcome)
 
     def stop(self, timeout: Optional[float] = None) -> None:
-        """Let the workers finish what they run and end; join them."""
-        with self._cond:
-            self._stopping = True
-            self._idle = 0
-            self._cond.notify_all()
+        """Let the workers finish what they run and end; join them (``timeout``: give up after)."""
+        for _ in self._threads:
+            self._work.put(None)
         for thread in self._threads:
             thread.join(timeout)
         self._threads = [t for t in self._threads if t.is_alive()]
 
 
 class Inbox:
-    """Completions reported from other threads, and a pipe that wakes the coordinator's select."""
+    """Completions reported from other threads; the coordinator blocks on it.
+
+    With process tasks the coordinator selects on the launcher's socket too, so a put also
+    writes a byte to a pipe (:meth:`wake_on_put`); without them a blocking get is enough.
+    """
 
     def __init__(self) -> None:
-        self._items: deque = deque()
-        self._r, self._w = os.pipe()
-        os.set_blocking(self._r, False)
-        os.set_blocking(self._w, False)
+        self._items: queue.SimpleQueue = queue.SimpleQueue()
+        self._r = self._w = -1
 
-    def fileno(self) -> int:
+    def wake_on_put(self) -> int:
+        """Make every put also wake a select on the returned fd."""
+        if self._r < 0:
+            self._r, self._w = os.pipe()
+            os.set_blocking(self._r, False)
+            os.set_blocking(self._w, False)
         return self._r
 
     def put(self, item: Any) -> None:
-        self._items.append(item)
+        self._items.put(item)
+        if self._w >= 0:
+            try:
+                os.write(self._w, b"\0")
+            except BlockingIOError:  # the pipe is full of wake-ups already: the coordinator will wake
+                pass
+            except OSError:  # closed: the run is over and no longer waits for this (abandoned) thread
+                pass
+
+    def wait(self, timeout: Optional[float]) -> list:
+        """Block until something arrives (or ``timeout`` passes), then take everything there is."""
         try:
-            os.write(self._w, b"\0")
-        except BlockingIOError:  # the pipe is full of wake-ups already: the coordinator will wake
-            pass
-        except OSError:  # closed: the run is over and no longer waits for this (abandoned) thread
-            pass
+            first = self._items.get(timeout=timeout) if timeout is None or timeout > 0 else self._items.get_nowait()
+        except queue.Empty:
+            return []
+        return [first] + self.take()
 
     def take(self) -> list:
-        try:
-            while os.read(self._r, 65536):
+        if self._r >= 0:
+            try:
+                while os.read(self._r, 65536):
+                    pass
+            except (BlockingIOError, OSError):
                 pass
-        except BlockingIOError:
-            pass
         items = []
-        while self._items:
-            items.append(self._items.popleft())
-        return items
+        try:
+            while True:
+                items.append(self._items.get_nowait())
+        except queue.Empty:
+            return items
 
     def __bool__(self) -> bool:
-        return bool(self._items)
+        return not self._items.empty()
 
     def close(self) -> None:
         for fd in (self._r, self._w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._r = self._w = -1

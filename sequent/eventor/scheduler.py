@@ -164,9 +164,10 @@ class Scheduler:
 
     def run(self) -> str:
         """Run to the end; returns 'success', 'failure' or 'incomplete'."""
-        selector = selectors.DefaultSelector()
-        selector.register(self.inbox.fileno(), selectors.EVENT_READ, "inbox")
-        if self.launcher is not None:
+        selector: Optional[selectors.BaseSelector] = None
+        if self.launcher is not None:  # else a blocking get on the inbox is all the waiting needed
+            selector = selectors.DefaultSelector()
+            selector.register(self.inbox.wake_on_put(), selectors.EVENT_READ, "inbox")
             selector.register(self.launcher.fileno(), selectors.EVENT_READ, "launcher")
         self._handlers = self._catch_signals()
         try:
@@ -178,7 +179,8 @@ class Scheduler:
                     break
                 self._round(selector)
         finally:
-            selector.close()
+            if selector is not None:
+                selector.close()
             if self.threads is not None:
                 self.threads.stop(timeout=None if self.signal is None else 0)
             self.inbox.close()
@@ -251,15 +253,20 @@ class Scheduler:
             # threads cannot be killed: record them as given up and stop waiting for them
             self._finished(task.id, ("failure", "", "abandoned: still running when the run was interrupted", ""), None)
 
-    def _round(self, selector: selectors.BaseSelector) -> None:
+    def _round(self, selector: Optional[selectors.BaseSelector]) -> None:
+        """Wait for what happens next, apply it all, then settle (one commit, then launches)."""
         timeout = 0.0 if self.inbox else self._timeout()
-        for key, _ in selector.select(timeout):
-            if key.data == "launcher":
-                for c in self.launcher.collect():
-                    self._finished(c.task_id, (c.status, c.result, c.error, c.traceback), c.pid)
-                if not self.launcher.alive:  # its end is read; its socket would stay readable
-                    selector.unregister(key.fileobj)
-        for task_id, outcome in self.inbox.take():
+        if selector is None:
+            arrived = self.inbox.wait(timeout)
+        else:
+            for key, _ in selector.select(timeout):
+                if key.data == "launcher":
+                    for c in self.launcher.collect():
+                        self._finished(c.task_id, (c.status, c.result, c.error, c.traceback), c.pid)
+                    if not self.launcher.alive:  # its end is read; its socket would stay readable
+                        selector.unregister(key.fileobj)
+            arrived = self.inbox.take()
+        for task_id, outcome in arrived:
             if task_id == "signal":
                 self._interrupt(outcome)
             else:
@@ -307,10 +314,11 @@ class Scheduler:
             self._dispatch()  # a start may fire 'active' triggers, making more tasks ready
             if not self.ready:
                 break
-        for queue in self.waiting.values():
-            for task in queue:
-                if not task.recorded:
-                    self._record(task)
+        for step, queue in self.waiting.items():
+            if self.max_concurrent or step.config.max_concurrent >= 1:  # else only threads are short
+                for task in queue:
+                    if not task.recorded:
+                        self._record(task)
         for task in self.wanting:
             if task.status is not StepStatus.allocate:
                 task.status = StepStatus.allocate
@@ -325,7 +333,10 @@ class Scheduler:
 
     def _step_full(self, step: StepDef) -> bool:
         limit = step.config.max_concurrent
-        return limit >= 1 and self.running_by_step.get(step, 0) >= limit
+        if limit >= 1 and self.running_by_step.get(step, 0) >= limit:
+            return True
+        return (step.config.task_construct is TaskConstruct.thread and self.threads is not None
+                and self.threads.full)
 
     def _dispatch(self) -> None:
         """Start waiting tasks in FIFO order as far as the concurrency limits and pools allow."""
