@@ -30,6 +30,7 @@ from .store import Store
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 EventRef = Union[EventDef, str]
+_NO_KWARGS: Mapping[str, Any] = {}  # shared by the steps without kwargs; never changed
 StepRef = Union[StepDef, str]
 
 
@@ -88,6 +89,7 @@ class Eventor:
         self.recovery = 0
         self._step_defaults = {k: self.config[k] for k in _config.STEP_KEYS}
         self._configs: dict[tuple, StepConfig] = {}
+        self._sequences: dict[tuple, tuple] = {}
 
     # -- building -------------------------------------------------------------------------------
 
@@ -178,7 +180,7 @@ class Eventor:
         self._check_new_step(name)
         if func is not None and not callable(func):
             raise EventorError(f"step {name!r}: func must be callable, got {func!r}")
-        step = StepDef(name=name, func=func, args=tuple(args), kwargs=dict(kwargs or {}),
+        step = StepDef(name=name, func=func, args=tuple(args), kwargs=dict(kwargs) if kwargs else _NO_KWARGS,
                        triggers=self._triggers(triggers, name), config=self._step_config(config, name),
                        recovery=self._recovery(recovery, name), host=host,
                        acquires=self._amounts(acquires, name, "acquires"),
@@ -263,6 +265,7 @@ class Eventor:
             seq = parse_sequence(sequence)
         except ValueError as exc:
             raise EventorError(str(exc)) from None
+        seq = self._sequences.setdefault(seq, seq)  # one tuple for the many starters at '1'
         self.program.initial.append((_name(event, "an event"), seq))
 
     # -- checking -------------------------------------------------------------------------------

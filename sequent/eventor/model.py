@@ -8,6 +8,7 @@ then reads them, never changes them.  Sequences are tuples of positive ints insi
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
@@ -86,8 +87,9 @@ def parse_sequence(value: Any) -> tuple[int, ...]:
     return tuple(parts)
 
 
+@functools.lru_cache(maxsize=4096)
 def format_sequence(seq: tuple[int, ...]) -> str:
-    """Render a sequence tuple as the original's dotted string."""
+    """Render a sequence tuple as the original's dotted string (shared: many tasks share one)."""
     return ".".join(map(str, seq))
 
 
@@ -102,7 +104,7 @@ class StepConfig:
     pass_logger_to_task: bool = False
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class EventDef:
     """A named event; with a condition it fires by itself once the condition holds."""
 
@@ -112,7 +114,7 @@ class EventDef:
     index: int = -1  # position in the program, set when added
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class StepDef:
     """A processing step (calls ``func``) or, with ``repeats`` set, a container step.
 
@@ -153,7 +155,7 @@ class PoolDef:
     limit: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Assoc:
     """When ``event`` fires at a sequence, start ``target`` (a step or an event) there, after ``delay``."""
 

@@ -77,8 +77,7 @@ class ThreadRunner:
 
     Workers live until :meth:`stop`, so a flow of many short tasks pays for few threads, and a
     flow of many long concurrent tasks is not throttled by a small pool size.  The scheduler
-    asks :attr:`full` before it starts a thread task, so tasks beyond :data:`MAX_THREADS` wait
-    as ready, not as active.
+    starts at most :data:`MAX_THREADS` thread tasks at once; the others wait as ready.
     """
 
     def __init__(self, report: Callable[[int, Outcome], None], name: str = "sequent"):
@@ -87,16 +86,10 @@ class ThreadRunner:
         self._work: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._idle = 0
-        self._busy = 0
         self._threads: list[threading.Thread] = []
-
-    @property
-    def full(self) -> bool:
-        return self._busy >= MAX_THREADS
 
     def submit(self, task_id: int, step: StepDef, ctx: TaskContext) -> None:
         with self._lock:
-            self._busy += 1
             spawn = self._idle == 0
             if not spawn:
                 self._idle -= 1  # claimed: a second submit must not count on the same worker
@@ -115,7 +108,6 @@ class ThreadRunner:
             task_id, step, ctx = item
             outcome = run_step(step, ctx)
             with self._lock:
-                self._busy -= 1
                 self._idle += 1
             self._report(task_id, outcome)
 

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 
 from .context import TaskContext
 from .model import Program, StepDef, StepReplay, StepStatus, TaskConstruct, format_sequence
-from .runners import Inbox, Outcome, ThreadRunner, run_step
+from .runners import MAX_THREADS, Inbox, Outcome, ThreadRunner, run_step
 from .store import RunWriter
 
 _END = object()
@@ -145,13 +145,19 @@ class Scheduler:
         self.seen: set[tuple[str, tuple]] = set()
         self.ids = itertools.count(1)
         self.ready: deque[Task] = deque()
-        self.waiting: dict[StepDef, deque[Task]] = {}  # insertion-ordered: FIFO across steps
+        # tasks ready to start, first come first served: those of steps with a limit of their own
+        # by step, the others in one queue per kind (a thread task waits while all threads are
+        # busy; a round then looks at none of them)
+        self.queue_other: deque[Task] = deque()
+        self.queue_threads: deque[Task] = deque()
+        self.limited: dict[StepDef, deque[Task]] = {}
         self.wanting: list[Task] = []  # tasks waiting for resource pools, in arrival order
         self.available: dict[str, Optional[int]] = {
             name: (pool.limit if pool.limit >= 1 else None) for name, pool in program.pools.items()}
         self.deadlock: Optional[str] = None
         self.running: dict[int, Task] = {}
         self.running_by_step: dict[StepDef, int] = {}
+        self.running_threads = 0  # thread tasks started: at most MAX_THREADS at once
         self.timers: list = []
         self.timer_order = itertools.count()
         self.to_launch: list[Task] = []
@@ -309,16 +315,22 @@ class Scheduler:
                     self.wanting.append(task)
                 elif task.step.is_container:
                     self._start_container(task)
+                elif task.step.config.max_concurrent >= 1:
+                    self.limited.setdefault(task.step, deque()).append(task)
+                elif task.step.config.task_construct is TaskConstruct.thread:
+                    self.queue_threads.append(task)
                 else:
-                    self.waiting.setdefault(task.step, deque()).append(task)
+                    self.queue_other.append(task)
             self._dispatch()  # a start may fire 'active' triggers, making more tasks ready
             if not self.ready:
                 break
-        for step, queue in self.waiting.items():
-            if self.max_concurrent or step.config.max_concurrent >= 1:  # else only threads are short
-                for task in queue:
-                    if not task.recorded:
-                        self._record(task)
+        # a task held back by a limit the user set is recorded as ready; one that only waits for
+        # a free thread will start within moments, and its row is written then
+        held = [*self.limited.values()] + ([self.queue_other, self.queue_threads] if self.max_concurrent else [])
+        for queue in held:
+            for task in queue:
+                if not task.recorded:
+                    self._record(task)
         for task in self.wanting:
             if task.status is not StepStatus.allocate:
                 task.status = StepStatus.allocate
@@ -335,19 +347,25 @@ class Scheduler:
         limit = step.config.max_concurrent
         if limit >= 1 and self.running_by_step.get(step, 0) >= limit:
             return True
-        return (step.config.task_construct is TaskConstruct.thread and self.threads is not None
-                and self.threads.full)
+        return step.config.task_construct is TaskConstruct.thread and self.running_threads >= MAX_THREADS
 
     def _dispatch(self) -> None:
         """Start waiting tasks in FIFO order as far as the concurrency limits and pools allow."""
-        for step in list(self.waiting):
-            if self._full():
-                break
-            queue = self.waiting[step]
-            while queue and not self._step_full(step) and not self._full():
-                self._start(queue.popleft())
-            if not queue:
-                del self.waiting[step]
+        queue = self.queue_other
+        while queue and not self._full():
+            self._start(queue.popleft())
+        if self.limited:
+            emptied = []
+            for step, queue in self.limited.items():
+                while queue and not self._step_full(step) and not self._full():
+                    self._start(queue.popleft())
+                if not queue:
+                    emptied.append(step)
+            for step in emptied:
+                del self.limited[step]
+        queue = self.queue_threads
+        while queue and not self._full() and self.running_threads < MAX_THREADS:
+            self._start(queue.popleft())
         if self.wanting:
             self._dispatch_wanting()
 
@@ -522,6 +540,8 @@ class Scheduler:
         self._record(task)
         self.running[task.id] = task
         self.running_by_step[task.step] = self.running_by_step.get(task.step, 0) + 1
+        if task.step.config.task_construct is TaskConstruct.thread:
+            self.running_threads += 1
         self.to_launch.append(task)
         self._fire_status(task, StepStatus.active)
 
@@ -555,6 +575,8 @@ class Scheduler:
         if task is None:
             return
         self.running_by_step[task.step] -= 1
+        if task.step.config.task_construct is TaskConstruct.thread:
+            self.running_threads -= 1
         self._give_back(task)
         status, result, error, tb = outcome
         task.status = StepStatus.success if status == "success" else StepStatus.failure
@@ -598,14 +620,12 @@ class Scheduler:
         """No new task starts inside ``frame``: drop what waits there; what runs finishes."""
         frame.stopping = True
         dropped = []
-        for step in list(self.waiting):
-            queue = self.waiting[step]
-            keep = deque(t for t in queue if not t.frame.within(frame))
+        for queue in (self.queue_other, self.queue_threads, *self.limited.values()):
+            keep = [t for t in queue if not t.frame.within(frame)]
             dropped.extend(t for t in queue if t.frame.within(frame))
-            if keep:
-                self.waiting[step] = keep
-            else:
-                del self.waiting[step]
+            queue.clear()
+            queue.extend(keep)
+        self.limited = {step: queue for step, queue in self.limited.items() if queue}
         keep = [t for t in self.wanting if not t.frame.within(frame)]
         dropped.extend(t for t in self.wanting if t.frame.within(frame))
         self.wanting = keep
