@@ -11,9 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
-
 from .errors import EventorError
 
 __all__ = ['StoreTarget', 'resolve_store', 'default_store_path']
@@ -39,12 +36,17 @@ def _memory() -> StoreTarget:
 
 
 def _sqlite_file(path: str) -> StoreTarget:
+    from sqlalchemy.engine import URL  # imported when a store is opened, not with the package
+
     path = os.path.abspath(os.path.expanduser(path))
     url = URL.create('sqlite', database=path).render_as_string(hide_password=False)
     return StoreTarget(url, {}, None, False, True, path)
 
 
 def _from_url(text: str) -> StoreTarget:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     """A SQLAlchemy URL used as given; parsed only to recognise SQLite and to mask the password."""
     try:
         url = make_url(text)
@@ -57,6 +59,8 @@ def _from_url(text: str) -> StoreTarget:
 
 
 def _from_entry(name: str, entry: Any) -> StoreTarget:
+    from sqlalchemy.engine import URL
+
     """A ``DATABASES`` entry: URL parts, ``drivername``, ``schema``; other keys go to create_engine."""
     if not isinstance(entry, Mapping):
         raise EventorError(f'DATABASES entry {name!r} must be a mapping, got {type(entry).__name__}')

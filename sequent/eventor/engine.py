@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import datetime
-import hashlib
-import inspect
 import json
 import logging
 import os
-import secrets
 import signal
+import sys
 import warnings
-from typing import Any, Callable, Iterable, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Union
 
 from . import config as _config
 from .conditions import Condition, simplify, to_condition
@@ -24,8 +22,10 @@ from .logs import HOST, RunLogging, flow_logger_name, task_logger_name
 from .model import (DEFAULT_RECOVERY, Assoc, EventDef, PoolDef, Program, RunMode, StepConfig, StepDef,
                     StepReplay, StepStatus, TaskConstruct, parse_sequence)
 from .runners import run_step
-from .scheduler import Scheduler
-from .store import Store
+
+if TYPE_CHECKING:  # imported when a run starts: `import sequent` stays light
+    from .scheduler import Scheduler
+    from .store import Store
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,7 +36,7 @@ StepRef = Union[StepDef, str]
 
 def calling_module() -> Optional[str]:
     """The file of the first frame outside this package: the user's program."""
-    frame = inspect.currentframe()
+    frame = sys._getframe()
     try:
         while frame is not None:
             filename = frame.f_code.co_filename
@@ -51,7 +51,7 @@ def calling_module() -> Optional[str]:
 def new_run_id() -> str:
     """A run_id that is unique, sorts by start time and reads as one: ``20261126-183412-123456-3f9a``."""
     now = datetime.datetime.now(datetime.timezone.utc)
-    return now.strftime("%Y%m%d-%H%M%S-%f-") + secrets.token_hex(2)
+    return now.strftime("%Y%m%d-%H%M%S-%f-") + os.urandom(2).hex()
 
 
 def _name(ref: Any, what: str) -> str:
@@ -320,6 +320,8 @@ class Eventor:
 
     def fingerprint(self) -> str:
         """A digest of the program's shape (steps, containers, events), to notice a changed flow."""
+        import hashlib  # only when a run starts
+
         digest = hashlib.sha256()
         for step in self.program.step_list:
             digest.update(f"{step.name}|{step.scope}|{step.is_container}\n".encode())
@@ -337,29 +339,27 @@ class Eventor:
         stop it the same way, ask running tasks to stop, record them, and are then re-raised.
         """
         self.validate()
-        target = resolve_store(self.store, self.config.get("DATABASES") or {},
-                               default_store_path(self.program_file))
-        store = Store(target)
+        store: Optional[Store] = None
         token = my_token()
         locked = False
         logs: Optional[RunLogging] = None
         launcher = None
         # thread and invoke tasks share this process: they see their variables through an overlay
         threaded = bool(self.program.has_steps_of & {TaskConstruct.thread, TaskConstruct.invoke})
+        # the launcher is forked before the store is opened (and so before SQLAlchemy is even
+        # imported, for a restart): it holds no database connection, and is small to fork from
+        forks = TaskConstruct.process in self.program.has_steps_of
         outcome = "failure"
         scheduler: Optional[Scheduler] = None
         try:
-            store.open()
-            previous, previous_delays, based_on = self._prepare(store)
+            if self.run_mode is RunMode.restart:
+                self.run_id = self.run_id if self._run_id_given else new_run_id()
+            else:
+                store = self._open_store()
+                self._find_run(store)
+                if forks:
+                    store.close()
             run_id = self.run_id
-            holder = store.take_lock(run_id, self.host, os.getpid(), token, runlock.is_stale)
-            if holder is not None:
-                raise EventorError(f"run {run_id!r} in store {target.display} is being run by "
-                                   f"{runlock.describe(holder)}; wait for it to end")
-            locked = True
-            forks = TaskConstruct.process in self.program.has_steps_of
-            if forks:
-                store.close()  # not inherited by the launcher: reopened once it is forked
             logger_name = flow_logger_name(self.name, run_id)
             logs = RunLogging(logger_name, self.config["LOGGING"])
             log = logs.start()
@@ -368,13 +368,22 @@ class Eventor:
                 install_thread_environ()
             if forks:
                 launcher = self._start_launcher(logs)
-                store.open()
+            store = store.open() if store is not None else self._open_store()
+            target = store.target
+            previous, previous_delays, based_on = self._prepare(store)
+            holder = store.take_lock(run_id, self.host, os.getpid(), token, runlock.is_stale)
+            if holder is not None:
+                raise EventorError(f"run {run_id!r} in store {target.display} is being run by "
+                                   f"{runlock.describe(holder)}; wait for it to end")
+            locked = True
             log.info("Eventor store file: %s", target.display)
             if self.recovery:
                 log.info("Recovering run %r: attempt %d, compared with attempt %d", run_id, self.recovery, based_on)
             store.start_attempt(run_id=run_id, flow=self.name, program=self.program_file, host=self.host,
                                 mode=self.run_mode.name, recovery=self.recovery, based_on=based_on,
                                 fingerprint=self.fingerprint(), steps=self._shape())
+            from .scheduler import Scheduler
+
             scheduler = Scheduler(
                 self.program, store.writer(run_id, self.recovery, self.host), logger=log, run_id=run_id,
                 recovery=self.recovery, envvar_prefix=self.config["envvar_prefix"],
@@ -398,7 +407,8 @@ class Eventor:
                     store.open().release_lock(self.run_id, token)
                 except Exception:  # the store went away: the lock is released when found stale
                     pass
-            store.close()
+            if store is not None:
+                store.close()
             if logs is not None:
                 logging.getLogger(logs.logger_name).info("Processing finished with: %s", outcome)
                 logs.stop()
@@ -419,16 +429,14 @@ class Eventor:
         """The flow's shape as stored with each attempt: [step, container, kind] per step."""
         return [[s.name, s.scope, "container" if s.is_container else "step"] for s in self.program.step_list]
 
-    def _prepare(self, store: Store) -> tuple[dict, dict, Optional[int]]:
-        """Settle run_id and attempt number; for a recovery, what the earlier attempts left."""
-        where = store.target.display
-        if self.run_mode is RunMode.restart:
-            self.run_id = self.run_id if self._run_id_given else new_run_id()
-            self.recovery = 0
-            if store.get_run(self.run_id) is not None:
-                raise EventorError(f"run_id {self.run_id!r} already exists in store {where}: recover it "
-                                   f"with run_mode=RUN_RECOVER, or start a new run with another run_id")
-            return {}, {}, None
+    def _open_store(self) -> Store:
+        from .store import Store  # SQLAlchemy is imported here, when a run starts
+
+        return Store(resolve_store(self.store, self.config.get("DATABASES") or {},
+                                   default_store_path(self.program_file))).open()
+
+    def _find_run(self, store: Store) -> None:
+        """For a recovery: the run to recover (the flow's latest when no run_id was given)."""
         if store.is_memory:
             looked_for = f"run {self.run_id!r}" if self.run_id else f"the latest run of flow {self.name!r}"
             raise EventorError(f"cannot recover {looked_for} from an in-memory store (':memory:'): its runs "
@@ -436,7 +444,17 @@ class Eventor:
         if not self.run_id:
             self.run_id = store.latest_run(self.name)
             if self.run_id is None:
-                raise EventorError(f"no run of flow {self.name!r} to recover in store {where}")
+                raise EventorError(f"no run of flow {self.name!r} to recover in store {store.target.display}")
+
+    def _prepare(self, store: Store) -> tuple[dict, dict, Optional[int]]:
+        """Settle the attempt number; for a recovery, what the earlier attempts left."""
+        where = store.target.display
+        if self.run_mode is RunMode.restart:
+            self.recovery = 0
+            if store.get_run(self.run_id) is not None:
+                raise EventorError(f"run_id {self.run_id!r} already exists in store {where}: recover it "
+                                   f"with run_mode=RUN_RECOVER, or start a new run with another run_id")
+            return {}, {}, None
         run = store.get_run(self.run_id)
         if run is None:
             raise EventorError(f"no run {self.run_id!r} to recover in store {where}")

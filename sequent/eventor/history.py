@@ -11,13 +11,15 @@ import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
-import sqlalchemy as sa
+from typing import TYPE_CHECKING
 
 from . import config as _config
 from . import runlock
 from .dburl import StoreTarget, resolve_store
 from .errors import EventorError
-from .store import Store
+
+if TYPE_CHECKING:  # SQLAlchemy is imported when a store is read, not with the package
+    from .store import Store
 
 
 def _when(value: Optional[float]) -> Optional[datetime.datetime]:
@@ -61,6 +63,10 @@ def open_store(store: Any, config: Any = None) -> Store:
     target: StoreTarget = resolve_store(store, cfg.get("DATABASES") or {}, "")
     if not store and not (cfg.get("DATABASES") or {}).get("default"):
         raise EventorError("name the store to read: a path, a SQLAlchemy URL or a DATABASES key")
+    import sqlalchemy as sa
+
+    from .store import Store
+
     if target.is_sqlite and not target.is_memory:
         path = sa.engine.make_url(target.url).database
         if not path or not os.path.exists(path):

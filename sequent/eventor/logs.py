@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextvars
 import datetime
 import logging
-import logging.handlers
 import os
 import socket
 import sys
@@ -194,12 +193,16 @@ class RunLogging:
     def _run_file_handler(self) -> logging.Handler:
         s, path = self.settings, self.run_log_path
         if s['when']:
-            return logging.handlers.TimedRotatingFileHandler(
+            from logging import handlers  # only for rotated run logs
+
+            return handlers.TimedRotatingFileHandler(
                 path, when=s['when'], interval=int(s['interval']), backupCount=int(s['backupCount']),
                 encoding=s['encoding'], delay=bool(s['delay']), utc=bool(s['utc']),
                 atTime=_parse_at_time(s['atTime']))
         if int(s['maxBytes']) > 0:
-            return logging.handlers.RotatingFileHandler(
+            from logging import handlers
+
+            return handlers.RotatingFileHandler(
                 path, mode=s['file_mode'], maxBytes=int(s['maxBytes']),
                 backupCount=int(s['backupCount']), encoding=s['encoding'], delay=bool(s['delay']))
         return logging.FileHandler(path, mode=s['file_mode'], encoding=s['encoding'], delay=bool(s['delay']))

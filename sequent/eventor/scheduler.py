@@ -22,12 +22,14 @@ import signal
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional
 
 from .context import TaskContext
 from .model import Program, StepDef, StepReplay, StepStatus, TaskConstruct, format_sequence
 from .runners import MAX_THREADS, Inbox, Outcome, ThreadRunner, run_step
-from .store import RunWriter
+
+if TYPE_CHECKING:
+    from .store import RunWriter
 
 _END = object()
 
