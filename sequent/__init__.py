@@ -13,24 +13,15 @@
 from ._version import __version__
 from .errors import SequentError
 from .eventor.errors import FlowChangedWarning
-from .eventor.model import RunMode, StepReplay, StepStatus
+from .eventor import (RUN_CONTINUE, RUN_RECOVER, RUN_RESTART, STEP_ACTIVE, STEP_COMPLETE, STEP_FAILURE,
+                      STEP_READY, STEP_RERUN, STEP_SKIP, STEP_SUCCESS, RunMode, StepReplay, StepStatus)
 from .flow import Sequent
 from .resources import Resource, ResourcePool
 from .runs import RunInfo, TaskInfo, list_runs, run_tasks
 from .tree import Event, Step, and_, or_
 
-STEP_READY = StepStatus.ready
-STEP_ACTIVE = StepStatus.active
-STEP_SUCCESS = StepStatus.success
-STEP_FAILURE = StepStatus.failure
-STEP_COMPLETE = StepStatus.complete
-STEP_RERUN = StepReplay.rerun
-STEP_SKIP = StepReplay.skip
 STP_RERUN = STEP_RERUN  # the seed's spelling
 STP_SKIP = STEP_SKIP  # the seed's spelling
-RUN_RESTART = RunMode.restart
-RUN_RECOVER = RunMode.recover
-RUN_CONTINUE = RunMode.continue_
 
 __all__ = [
     "__version__", "Sequent", "SequentError", "FlowChangedWarning", "Step", "Event", "or_", "and_",

@@ -14,7 +14,7 @@ from .errors import SequentError
 from .resources import parse_amounts
 from .eventor.config import validate_step_config
 from .eventor.errors import EventorError
-from .eventor.model import StepReplay, StepStatus
+from .eventor.model import StepReplay, StepStatus, repeats_problem
 
 if TYPE_CHECKING:  # pragma: no cover
     from .flow import Sequent
@@ -162,15 +162,9 @@ class Step(Node):
         if not isinstance(delay, (int, float)) or isinstance(delay, bool) or delay < 0:
             raise SequentError(f"{label}: delay must be a number of seconds >= 0, got {delay!r}")
         self.delay = float(delay)
-        if repeats is not None and not callable(repeats):
-            try:
-                iter(repeats)
-            except TypeError:
-                raise SequentError(f"{label}: repeats must be iterable or a callable returning an iterator, "
-                                   f"got {repeats!r}") from None
-            if isinstance(repeats, Iterable) and iter(repeats) is repeats:
-                raise SequentError(f"{label}: repeats is an iterator, which would be used up by the first "
-                                   f"run; pass a list, a range, or a callable returning a new iterator")
+        problem = repeats_problem(repeats)
+        if problem:
+            raise SequentError(f"{label}: {problem}")
         self.repeats = repeats
         try:
             self.config = validate_step_config(config, self.path)

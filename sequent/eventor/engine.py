@@ -20,7 +20,7 @@ from . import runlock
 from .errors import EventorError, FlowChangedWarning
 from .logs import HOST, RunLogging, flow_logger_name, task_logger_name
 from .model import (DEFAULT_RECOVERY, Assoc, EventDef, PoolDef, Program, RunMode, StepConfig, StepDef,
-                    StepReplay, StepStatus, TaskConstruct, parse_sequence)
+                    StepReplay, StepStatus, TaskConstruct, parse_sequence, repeats_problem)
 from .runners import run_step
 
 if TYPE_CHECKING:  # imported when a run starts: `import sequent` stays light
@@ -198,12 +198,9 @@ class Eventor:
         of ``repeats`` ends the container.  Containers always replay in recovery.
         """
         self._check_new_step(name)
-        if repeats is not None and not callable(repeats):
-            try:
-                iter(repeats)
-            except TypeError:
-                raise EventorError(f"container {name!r}: repeats must be iterable or a callable returning "
-                                   f"an iterator, got {repeats!r}") from None
+        problem = repeats_problem(repeats)
+        if problem:
+            raise EventorError(f"container {name!r}: {problem}")
         rerun = {status: StepReplay.rerun for status in DEFAULT_RECOVERY}
         step = StepDef(name=name, triggers=self._triggers(triggers, name), config=self._step_config(config, name),
                        recovery=rerun, host=host, acquires=self._amounts(acquires, name, "acquires"),

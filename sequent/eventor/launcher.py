@@ -148,6 +148,21 @@ def _has_whole_message(buf: bytearray) -> bool:
     return len(buf) >= _HEADER.size and len(buf) >= _HEADER.size + _HEADER.unpack_from(buf)[0]
 
 
+def _take_messages(buf: bytearray) -> list:
+    """Unpickle the whole messages at the start of ``buf`` and remove them from it."""
+    messages = []
+    pos = 0
+    while len(buf) - pos >= _HEADER.size:
+        (size,) = _HEADER.unpack_from(buf, pos)
+        end = pos + _HEADER.size + size
+        if len(buf) < end:
+            break
+        messages.append(pickle.loads(memoryview(buf)[pos + _HEADER.size:end]))
+        pos = end
+    del buf[:pos]
+    return messages
+
+
 def _first_message(buf: bytearray) -> bytes | None:
     """The payload of the first message in ``buf`` when it has arrived whole, else None."""
     if not _has_whole_message(buf):
@@ -379,17 +394,8 @@ class _Launcher:
             self._lose_peer()
             return
         self.inbuf += self.view[:n]
-        buf = self.inbuf
-        pos = 0
-        while len(buf) - pos >= _HEADER.size:
-            (size,) = _HEADER.unpack_from(buf, pos)
-            end = pos + _HEADER.size + size
-            if len(buf) < end:
-                break
-            message = pickle.loads(memoryview(buf)[pos + _HEADER.size:end])
-            pos = end
+        for message in _take_messages(self.inbuf):
             self._dispatch(message)
-        del buf[:pos]
 
     def _dispatch(self, message: tuple) -> None:
         """Carry out one coordinator message."""
@@ -897,17 +903,7 @@ class ProcessLauncher:
 
     def _parse(self, out: list[Completion]) -> None:
         """Turn the whole messages in the input buffer into completions."""
-        buf = self._inbuf
-        pos = 0
-        while len(buf) - pos >= _HEADER.size:
-            (size,) = _HEADER.unpack_from(buf, pos)
-            end = pos + _HEADER.size + size
-            if len(buf) < end:
-                break
-            message = pickle.loads(memoryview(buf)[pos + _HEADER.size:end])
-            pos = end
-            out.append(self._completion(*message))
-        del buf[:pos]
+        out.extend(self._completion(*message) for message in _take_messages(self._inbuf))
 
     def _completion(self, task_id: int, pid: int, exitcode: int | None, signum: int | None,
                     raw: bytes | None, error: str) -> Completion:

@@ -87,6 +87,20 @@ def parse_sequence(value: Any) -> tuple[int, ...]:
     return tuple(parts)
 
 
+def repeats_problem(repeats: Any) -> Optional[str]:
+    """What is wrong with a container's ``repeats``, or None when it is usable on every run."""
+    if repeats is None or callable(repeats):
+        return None
+    try:
+        iterator = iter(repeats)
+    except TypeError:
+        return f"repeats must be iterable or a callable returning an iterator, got {repeats!r}"
+    if iterator is repeats:
+        return ("repeats is an iterator, which would be used up by the first run; pass a list, a range, "
+                "or a callable returning a new iterator")
+    return None
+
+
 @functools.lru_cache(maxsize=4096)
 def format_sequence(seq: tuple[int, ...]) -> str:
     """Render a sequence tuple as the original's dotted string (shared: many tasks share one)."""
