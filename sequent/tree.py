@@ -87,15 +87,22 @@ def _is_local(host: str) -> bool:
     return host in names
 
 
+_NO_CHILDREN: tuple = ()
+_NO_NAMES: Mapping[str, Any] = {}  # never written: replaced by a dict of its own on the first child
+
+
 class Node:
     """What the flow and its container steps share: children and events."""
+
+    __slots__ = ("children", "_child_names", "_events", "path", "flow", "__weakref__")
 
     path: str
     flow: "Sequent"
 
     def _init_node(self) -> None:
-        self.children: list[Step] = []
-        self._child_names: dict[str, Step] = {}
+        # most steps never get children: they share empty containers until their first child
+        self.children: list[Step] = _NO_CHILDREN  # type: ignore[assignment]
+        self._child_names: dict[str, Step] = _NO_NAMES
         self._events = 0
 
     @property
@@ -130,6 +137,9 @@ class Node:
 class Step(Node):
     """A step of a flow: processing (it calls ``func``) or, once it has children, a container."""
 
+    __slots__ = ("parent", "name", "func", "args", "kwargs", "delay", "repeats", "config", "recovery", "hosts",
+                 "import_module", "import_file", "acquires", "releases", "requires")
+
     def __init__(self, parent: Node, name: str, *, func: Optional[Callable], args: Iterable,
                  kwargs: Optional[Mapping], requires: Any, delay: float, acquires: Any, releases: Any,
                  config: Optional[Mapping], recovery: Optional[Mapping], repeats: Any,
@@ -158,7 +168,7 @@ class Step(Node):
             raise SequentError(f"{label}: args must be a tuple or list, got {args!r}") from None
         if kwargs is not None and not isinstance(kwargs, Mapping):
             raise SequentError(f"{label}: kwargs must be a mapping, got {kwargs!r}")
-        self.kwargs = dict(kwargs or {})
+        self.kwargs = dict(kwargs) if kwargs else _NO_NAMES
         if not isinstance(delay, (int, float)) or isinstance(delay, bool) or delay < 0:
             raise SequentError(f"{label}: delay must be a number of seconds >= 0, got {delay!r}")
         self.delay = float(delay)
@@ -184,6 +194,8 @@ class Step(Node):
                 raise SequentError(f"{label}: releases {count} to resource pool {pool.name!r} but acquires "
                                    f"only {held.get(pool, 0)} from it")
         self.requires = parse_requires(requires, parent, label)
+        if parent.children is _NO_CHILDREN:
+            parent.children, parent._child_names = [], {}
         parent.children.append(self)
         parent._child_names[name] = self
         self.flow._paths[self.path] = self
