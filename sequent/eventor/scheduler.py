@@ -1,8 +1,9 @@
 """The coordinator: a state machine driven by task completions and due delays.
 
-One thread owns every piece of scheduling state.  It blocks on one ``select`` over the thread
-inbox and the process launcher, with the nearest due delay as timeout; it never sleeps a fixed
-interval and never rereads the store.  A *round* applies what happened, lets everything that
+One thread owns every piece of scheduling state.  It blocks on the inbox where thread tasks
+report (and, with process tasks, on one ``select`` over that inbox and the launcher's socket),
+with the nearest due delay as timeout; it never sleeps a fixed interval and never rereads the
+store.  A *round* applies what happened, lets everything that
 can now start pass its gates, commits the round's store changes, and only then launches: a
 task's start is never visible before the state it depends on is durable.
 
@@ -171,7 +172,7 @@ class Scheduler:
     # -- the loop -----------------------------------------------------------------------------
 
     def run(self) -> str:
-        """Run to the end; returns 'success', 'failure' or 'incomplete'."""
+        """Run to the end; returns 'success', 'failure', 'incomplete' or 'interrupted'."""
         selector: Optional[selectors.BaseSelector] = None
         if self.launcher is not None:  # else a blocking get on the inbox is all the waiting needed
             selector = selectors.DefaultSelector()
