@@ -9,15 +9,14 @@ instead of hanging the suite.
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import tempfile
 import threading
 import time
 from collections import defaultdict
 
 import pytest
+from guard import alarm
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -38,19 +37,9 @@ class Hung(Exception):
     pass
 
 
-@contextlib.contextmanager
 def within(seconds):
     """Fail with Hung (instead of hanging) when the body takes longer than ``seconds``."""
-    def ring(signum, frame):
-        raise Hung(f'did not end within {seconds} s')
-
-    old = signal.signal(signal.SIGALRM, ring)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
+    return alarm(seconds, "the run", Hung)
 
 
 @pytest.fixture(autouse=True)

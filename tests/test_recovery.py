@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from guard import alarm
 
 import sequent as seq
 from sequent.eventor.logs import HOST
@@ -29,17 +30,9 @@ GUARD_SECONDS = 30
 
 @pytest.fixture(autouse=True)
 def no_hang():
-    """Turn a hung run into a failing test (SIGALRM interrupts the coordinator's select)."""
-    def timeout(signum, frame):
-        raise TimeoutError(f'test did not finish within {GUARD_SECONDS} s')
-
-    old = signal.signal(signal.SIGALRM, timeout)
-    signal.alarm(GUARD_SECONDS)
-    try:
+    """Turn a hung run into a failing test."""
+    with alarm(GUARD_SECONDS):
         yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 # --------------------------------------------------------------------------------------------- helpers

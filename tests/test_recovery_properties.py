@@ -47,6 +47,7 @@ from dataclasses import replace
 from typing import Optional
 
 import pytest
+from guard import alarm
 from hypothesis import HealthCheck, currently_in_test_context, event, given, note, settings
 from hypothesis import strategies as st
 
@@ -250,16 +251,8 @@ def root(tmp_path_factory) -> str:
 def no_hang():
     """A hung run becomes a failing test (SIGALRM interrupts the coordinator's wait): every example
     re-arms the alarm for GUARD_SECONDS when it creates its Attempts."""
-    def timeout(signum, frame):
-        raise TimeoutError(f"an example did not finish within {GUARD_SECONDS} s")
-
-    old = signal.signal(signal.SIGALRM, timeout)
-    signal.alarm(GUARD_SECONDS)
-    try:
+    with alarm(GUARD_SECONDS, "an example"):
         yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def _attempt0(attempts: Attempts) -> set:
