@@ -480,10 +480,10 @@ class _Launcher:
             return
         spare, self.spare = self.spare, None
         if spare is not None and self._assign(spare, task_id, (step_index, sequence, payload)):
-            self._fork(None, self._spare_child)
+            self._fork(None, lambda wfd, cmd: self._child(wfd, 0, (), {}, cmd))
             return
         if self._fork(task_id, lambda wfd: self._child(wfd, step_index, sequence, payload)):
-            self._fork(None, self._spare_child)
+            self._fork(None, lambda wfd, cmd: self._child(wfd, 0, (), {}, cmd))
 
     def _assign(self, spare: _Task, task_id: int, work: tuple) -> bool:
         """Hand a task to the spare child; False when the spare has gone meanwhile."""
@@ -549,32 +549,21 @@ class _Launcher:
             self.sel.register(task.pidfd, selectors.EVENT_READ, (_EV_EXIT, task))
         return True
 
-    def _spare_child(self, wfd: int, cmd: int) -> NoReturn:
-        """Body of the spare: shed the launcher's state, wait for a task (or EOF: exit), run it."""
-        code = 0
-        try:
-            self._prepare_child()
-            header = _read_exactly(cmd, _HEADER.size)
-            if header is None:
-                os._exit(0)  # the launcher is stopping: no task will come
-            data = _read_exactly(cmd, _HEADER.unpack(header)[0])
-            step_index, sequence, payload = pickle.loads(data)
-            outcome = _run_task(self.run_child, step_index, sequence, payload)
-            _write_outcome(wfd, outcome)
-            _flush_stdio()
-        except BaseException:  # noqa: B036 - a child must never return into the launcher loop
-            code = 1
-        finally:
-            os._exit(code)
-
-    def _child(self, wfd: int, step_index: int, sequence: tuple, payload: dict) -> NoReturn:
+    def _child(self, wfd: int, step_index: int, sequence: tuple, payload: dict, cmd: int = -1) -> NoReturn:
         """Body of a task child: shed the launcher's state, run the task, report, exit.
 
-        Every distinct call here costs page faults in each child, so the path is kept short.
+        The spare child (``cmd`` >= 0) first waits on its command pipe for its task; end of file
+        there means the launcher is stopping.  Every distinct call here costs page faults in each
+        child, so the path is kept short.
         """
         code = 0
         try:
             self._prepare_child()
+            if cmd >= 0:
+                header = _read_exactly(cmd, _HEADER.size)
+                if header is None:
+                    os._exit(0)
+                step_index, sequence, payload = pickle.loads(_read_exactly(cmd, _HEADER.unpack(header)[0]))
             outcome = _run_task(self.run_child, step_index, sequence, payload)
             _write_outcome(wfd, outcome)
             _flush_stdio()
