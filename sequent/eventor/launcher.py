@@ -480,10 +480,14 @@ class _Launcher:
             return
         spare, self.spare = self.spare, None
         if spare is not None and self._assign(spare, task_id, (step_index, sequence, payload)):
-            self._fork(None, lambda wfd, cmd: self._child(wfd, 0, (), {}, cmd))
+            self._fork_spare()
             return
         if self._fork(task_id, lambda wfd: self._child(wfd, step_index, sequence, payload)):
-            self._fork(None, lambda wfd, cmd: self._child(wfd, 0, (), {}, cmd))
+            self._fork_spare()
+
+    def _fork_spare(self) -> None:
+        """Fork the child the next task will run in; it waits on its command pipe until then."""
+        self._fork(None, lambda wfd, cmd: self._child(wfd, 0, (), {}, cmd))
 
     def _assign(self, spare: _Task, task_id: int, work: tuple) -> bool:
         """Hand a task to the spare child; False when the spare has gone meanwhile."""
