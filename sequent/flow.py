@@ -84,20 +84,20 @@ class Sequent(Node):
 
     def get_step_name(self) -> str:
         """The flattened name of the step running in this thread or process (``s1_s11_s111``)."""
-        return self._current("STEP_NAME", "step")
+        return self._current("STEP_NAME", "step", "get_step_name")
 
     def get_step_sequence(self) -> str:
         """The sequence of the step running in this thread or process (``1.2.2``)."""
-        return self._current("STEP_SEQUENCE", "sequence")
+        return self._current("STEP_SEQUENCE", "sequence", "get_step_sequence")
 
-    def _current(self, var: str, field: str) -> str:
+    def _current(self, var: str, field: str, method: str) -> str:
+        """The running task's ``field``, else its environment variable (a process started by it)."""
         ctx = current_task()
         if ctx is not None:
             return getattr(ctx, field)
         value = os.environ.get(self.config["envvar_prefix"] + var)
         if value is None:
-            raise SequentError(f"get_step_{field if field == 'sequence' else 'name'}() is only meaningful "
-                               f"inside a running step")
+            raise SequentError(f"{method}() is only meaningful inside a running step")
         return value
 
     def close(self) -> None:

@@ -313,6 +313,21 @@ def test_sigkill_at_any_instant_recovery_reruns_only_what_had_not_succeeded_and_
     recover_and_check(flow, keys, label)
 
 
+def assert_sleepers_interrupted(flow, proc, took: float) -> None:
+    """The 'sleepers' run after a signal: nothing left running, nothing new started, both
+    sleeping tasks recorded as failed by SIGTERM, and the run recorded as interrupted."""
+    assert wait_gone(set(), proc.pid, 5) == set()
+    assert flow.lines('done') == []
+    time.sleep(max(0.0, 1.6 - took))  # past the time 'late' was due
+    assert sorted(l.step for l in flow.lines('start')) == ['s1', 's2']  # nothing new started
+    rows = {(r.step, r.sequence): r for r in flow.tasks(recovery=0)}
+    assert set(rows) == {('s1', '1'), ('s2', '1')}
+    for row in rows.values():
+        assert row.status == 'failure'
+        assert 'signal 15' in row.error or 'SIGTERM' in row.error, row.error
+    assert flow.run_info().outcome == 'interrupted'
+
+
 @pytest.mark.parametrize('seed', TERM_SEEDS)
 def test_sigterm_at_any_instant_ends_the_coordinator_quickly_and_the_run_recovers(flows, reference, seed):
     keys, first, duration = reference
@@ -363,16 +378,7 @@ def test_sigterm_stops_the_run_terminates_running_tasks_records_them_and_the_run
     took = wait_exit(proc, 10)
     assert proc.returncode == -signal.SIGTERM, flow.stderr()
     assert took < 5, f'coordinator took {took:.1f} s to exit after SIGTERM'
-    assert wait_gone(set(), proc.pid, 5) == set()
-    assert flow.lines('done') == []
-    time.sleep(max(0.0, 1.6 - took))  # past the time 'late' was due
-    assert sorted(l.step for l in flow.lines('start')) == ['s1', 's2']  # nothing new started
-    rows = {(r.step, r.sequence): r for r in flow.tasks(recovery=0)}
-    assert set(rows) == {('s1', '1'), ('s2', '1')}
-    for row in rows.values():
-        assert row.status == 'failure'
-        assert 'signal 15' in row.error or 'SIGTERM' in row.error, row.error
-    assert flow.run_info().outcome == 'interrupted'
+    assert_sleepers_interrupted(flow, proc, took)
 
     rec = flow.run('recover', sleep=0.01)
     assert rec.returncode == 0, rec.stderr
@@ -452,16 +458,7 @@ def test_sigint_stops_the_run_like_sigterm_then_raises_keyboardinterrupt_from_ru
     took = wait_exit(proc, 10)
     assert proc.returncode == 130, flow.stderr()
     assert took < 5
-    assert wait_gone(set(), proc.pid, 5) == set()
-    assert flow.lines('done') == []
-    time.sleep(max(0.0, 1.6 - took))  # past the time 'late' was due
-    assert sorted(l.step for l in flow.lines('start')) == ['s1', 's2']  # nothing new started
-    rows = {(r.step, r.sequence): r for r in flow.tasks(recovery=0)}
-    assert set(rows) == {('s1', '1'), ('s2', '1')}
-    for row in rows.values():
-        assert row.status == 'failure'
-        assert 'signal 15' in row.error or 'SIGTERM' in row.error, row.error
-    assert flow.run_info().outcome == 'interrupted'
+    assert_sleepers_interrupted(flow, proc, took)
 
 
 def test_ctrl_c_to_the_whole_process_group_stops_the_run_and_exits_130(flows):
