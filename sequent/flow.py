@@ -11,6 +11,7 @@ from .eventor.config import load_config
 from .eventor.engine import calling_module
 from .eventor.errors import EventorError
 from .eventor.model import RunMode
+from .eventor.text import RUN_ID_LIMIT, name_problem
 from .translate import translate
 from .tree import Node
 
@@ -35,6 +36,10 @@ class Sequent(Node):
         self.program_file = calling_module()
         base = os.path.basename(self.program_file) if self.program_file else ""
         self.name = name or (base if base and not base.startswith("<") else "sequent")
+        problem = name_problem(self.name, "flow name") or (
+            None if run_id is None else name_problem(run_id, "run_id", RUN_ID_LIMIT))
+        if problem:
+            raise SequentError(problem)
         try:
             self.config = load_config(config, config_tag)
             run_mode = RunMode(run_mode)

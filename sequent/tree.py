@@ -15,6 +15,7 @@ from .resources import parse_amounts
 from .eventor.config import validate_step_config
 from .eventor.errors import EventorError
 from .eventor.model import StepReplay, StepStatus, repeats_problem
+from .eventor.text import DEPTH_LIMIT, NAME_LIMIT
 
 if TYPE_CHECKING:  # pragma: no cover
     from .flow import Sequent
@@ -152,6 +153,14 @@ class Step(Node):
         self.name = name
         self.path = f"{parent.path}_{name}" if parent.path else name
         label = f"step {self.path!r}"
+        if len(self.path) > NAME_LIMIT:
+            raise SequentError(f"{label[:60]}...: its flattened name is {len(self.path)} characters long; "
+                               f"the store keeps at most {NAME_LIMIT}: use shorter names")
+        depth, outer = 0, parent
+        while isinstance(outer, Step):
+            depth, outer = depth + 1, outer.parent
+        if depth > DEPTH_LIMIT:
+            raise SequentError(f"{label}: nested {depth} containers deep; at most {DEPTH_LIMIT} are allowed")
         if name in parent._child_names:
             raise SequentError(f"Attempting to add step, but name already used: {name!r} in {parent.where} "
                                f"(step {self.path!r})")

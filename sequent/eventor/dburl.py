@@ -31,6 +31,15 @@ class StoreTarget:
     display: str = ''  # for log lines: the SQLite file path, else the URL with the password masked
 
 
+def _mask(text: str) -> str:
+    """A URL with its password (between ':' and '@' after '://') replaced by ***, for error texts."""
+    scheme, sep, rest = text.partition('://')
+    creds, at, host = rest.rpartition('@')
+    if not sep or not at or ':' not in creds:
+        return text
+    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+
+
 def _memory() -> StoreTarget:
     return StoreTarget('sqlite://', {}, None, True, True, ':memory:')
 
@@ -50,8 +59,11 @@ def _from_url(text: str) -> StoreTarget:
     """A SQLAlchemy URL used as given; parsed only to recognise SQLite and to mask the password."""
     try:
         url = make_url(text)
-    except ArgumentError as e:
-        raise EventorError(f'store {text!r} is not a valid SQLAlchemy URL: {e}') from None
+        url.port  # noqa: B018 - parsed lazily by some versions: a bad port must fail here
+    except (ArgumentError, ValueError) as e:
+        shown = _mask(text)
+        raise EventorError(f'store {shown!r} is not a valid SQLAlchemy URL (check its host, port and '
+                           f'database parts): {e}') from None
     if url.get_backend_name() != 'sqlite':
         return StoreTarget(text, {}, None, False, False, url.render_as_string(hide_password=True))
     memory = url.database in _MEMORY_DATABASES

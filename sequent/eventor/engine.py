@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import warnings
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Union
 
@@ -22,6 +23,7 @@ from .logs import HOST, RunLogging, flow_logger_name, task_logger_name
 from .model import (DEFAULT_RECOVERY, Assoc, EventDef, PoolDef, Program, RunMode, StepConfig, StepDef,
                     StepReplay, StepStatus, TaskConstruct, parse_sequence, repeats_problem)
 from .runners import run_step
+from .text import DEPTH_LIMIT, RUN_ID_LIMIT, name_problem
 
 if TYPE_CHECKING:  # imported when a run starts: `import sequent` stays light
     from .scheduler import Scheduler
@@ -78,6 +80,10 @@ class Eventor:
         self.program_file = program_file or calling_module()
         base = os.path.basename(self.program_file) if self.program_file else ""
         self.name = name or (base if base and not base.startswith("<") else "eventor")
+        problem = name_problem(self.name, "flow name") or (
+            None if run_id is None else name_problem(run_id, "run_id", RUN_ID_LIMIT))
+        if problem:
+            raise EventorError(problem)
         self.config = _config.load_config(config, config_tag)
         self.store = store
         self.run_mode = RunMode(run_mode)
@@ -164,11 +170,21 @@ class Eventor:
                     result[status] = StepReplay(complete)
         return result
 
-    def _check_new_step(self, name: str) -> None:
+    def _check_new_step(self, name: str, scope: Optional[str]) -> None:
         if not isinstance(name, str) or not name:
             raise EventorError(f"a step needs a non-empty name, got {name!r}")
+        problem = name_problem(name, "step name")
+        if problem:
+            raise EventorError(problem)
         if name in self.program.steps:
             raise EventorError(f"step {name!r} is already defined")
+        depth, outer = 0, self.program.steps.get(scope) if scope is not None else None
+        while outer is not None:
+            depth += 1
+            outer = self.program.steps.get(outer.scope) if outer.scope is not None else None
+        if depth > DEPTH_LIMIT:
+            raise EventorError(f"step {name!r} would be nested {depth} containers deep; "
+                               f"at most {DEPTH_LIMIT} are allowed")
 
     def add_step(self, name: str, func: Optional[Callable] = None, args: Iterable = (),
                  kwargs: Optional[Mapping] = None, triggers: Optional[Mapping] = None,
@@ -177,7 +193,7 @@ class Eventor:
                  import_file: Optional[str] = None, import_module: Any = None,
                  *, scope: Optional[str] = None) -> StepDef:
         """Add a processing step: ``func(*args, **kwargs)`` runs once per sequence it is started at."""
-        self._check_new_step(name)
+        self._check_new_step(name, scope)
         if func is not None and not callable(func):
             raise EventorError(f"step {name!r}: func must be callable, got {func!r}")
         step = StepDef(name=name, func=func, args=tuple(args), kwargs=dict(kwargs) if kwargs else _NO_KWARGS,
@@ -197,7 +213,7 @@ class Eventor:
         An iteration ends when nothing started inside it is pending; a ``None`` item or the end
         of ``repeats`` ends the container.  Containers always replay in recovery.
         """
-        self._check_new_step(name)
+        self._check_new_step(name, scope)
         problem = repeats_problem(repeats)
         if problem:
             raise EventorError(f"container {name!r}: {problem}")
@@ -210,8 +226,9 @@ class Eventor:
 
     def add_resource_pool(self, name: str, limit: int) -> PoolDef:
         """Add a pool of ``limit`` interchangeable resources (< 1: unlimited) that steps acquire."""
-        if not isinstance(name, str) or not name:
-            raise EventorError(f"a resource pool needs a non-empty name, got {name!r}")
+        problem = name_problem(name, "a resource pool's name")
+        if problem:
+            raise EventorError(problem)
         if not isinstance(limit, int) or isinstance(limit, bool):
             raise EventorError(f"resource pool {name!r}: limit must be an int, got {limit!r}")
         existing = self.program.pools.get(name)
@@ -296,6 +313,15 @@ class Eventor:
             self._validate_amounts(step)
             if step.scope is not None and not (step.scope in p.steps and p.steps[step.scope].is_container):
                 raise EventorError(f"step {step.name!r} is scoped in {step.scope!r}, which is not a container")
+            outer, seen = step.scope, {step.name}
+            while outer is not None:
+                if outer in seen:
+                    raise EventorError(f"step {step.name!r} is scoped in a loop of containers through {outer!r}")
+                seen.add(outer)
+                outer = p.steps[outer].scope if outer in p.steps else None
+            if len(seen) > DEPTH_LIMIT + 1:
+                raise EventorError(f"step {step.name!r} is nested {len(seen) - 1} containers deep; "
+                                   f"at most {DEPTH_LIMIT} are allowed")
         for name, _ in p.initial:
             if name not in p.events:
                 raise EventorError(f"trigger_event of unknown event {name!r}")
@@ -337,8 +363,9 @@ class Eventor:
         """
         self.validate()
         store: Optional[Store] = None
-        token = my_token()
-        locked = False
+        locked: Optional[str] = None  # the lock's token, once taken
+        lease: Optional[runlock.Lease] = None
+        beat_conn = None
         logs: Optional[RunLogging] = None
         launcher = None
         # thread and invoke tasks share this process: they see their variables through an overlay
@@ -347,12 +374,15 @@ class Eventor:
         # imported, for a restart): it holds no database connection, and is small to fork from
         forks = TaskConstruct.process in self.program.has_steps_of
         outcome = "failure"
+        attempt: Optional[tuple[str, int]] = None  # (run_id, recovery) once its row is written and not yet ended
         scheduler: Optional[Scheduler] = None
+        doing = "opening it"
         try:
             if self.run_mode is RunMode.restart:
                 self.run_id = self.run_id if self._run_id_given else new_run_id()
             else:
                 store = self._open_store()
+                doing = "finding the run to recover"
                 self._find_run(store)
                 if forks:
                     store.close()
@@ -365,20 +395,25 @@ class Eventor:
                 install_thread_environ()
             if forks:
                 launcher = self._start_launcher(logs)
+            doing = "opening it"
             store = store.open() if store is not None else self._open_store()
             target = store.target
+            # lock first, then read: what a recovery reads is then what it runs against
+            doing = "taking the run's lock"
+            token = my_token(launcher.pid if launcher is not None else None)
+            self._take_lock(store, token, log)
+            locked = token
+            runlock.ACTIVE.add(run_id)
+            doing = "reading the run"
             previous, previous_delays, based_on = self._prepare(store)
-            holder = store.take_lock(run_id, self.host, os.getpid(), token, runlock.is_stale)
-            if holder is not None:
-                raise EventorError(f"run {run_id!r} in store {target.display} is being run by "
-                                   f"{runlock.describe(holder)}; wait for it to end")
-            locked = True
             log.info("Eventor store file: %s", target.display)
             if self.recovery:
                 log.info("Recovering run %r: attempt %d, compared with attempt %d", run_id, self.recovery, based_on)
+            doing = "recording the attempt's start"
             store.start_attempt(run_id=run_id, flow=self.name, program=self.program_file, host=self.host,
                                 mode=self.run_mode.name, recovery=self.recovery, based_on=based_on,
                                 fingerprint=self.fingerprint(), steps=self._shape())
+            attempt = (run_id, self.recovery)
             from .scheduler import Scheduler
 
             scheduler = Scheduler(
@@ -388,20 +423,54 @@ class Eventor:
                 task_logger=lambda step, seq: task_logger_name(logger_name, step, seq),
                 launcher=launcher, on_task_start=logs.task_started, on_task_end=logs.task_ended,
                 max_loops=max_loops, previous=previous, previous_delays=previous_delays,
-                heartbeat=lambda: store.heartbeat(run_id, token), heartbeat_every=runlock.HEARTBEAT_EVERY,
                 grace=float(self.config["shutdown_grace"]))
+            if not store.is_memory:  # nobody else can reach an in-memory store, so it needs no lease
+                beat_conn = store.connect()
+                lease = runlock.Lease(lambda: store.beat(beat_conn, run_id, token), logger=log,
+                                      on_lost=lambda: scheduler.inbox.put(("lost", None)))
+                scheduler.lease = lease
+                lease.start()
+            doing = "recording the run's progress"
             outcome = scheduler.run()
-            store.end_attempt(run_id, self.recovery, outcome)
+            if lease is not None:
+                lease.stop()
+            doing = "recording the attempt's end"
+            store.end_attempt(run_id, self.recovery, outcome, close_run=outcome != "lost")
+            attempt = None
+            if outcome == "lost":
+                raise EventorError(
+                    f"run {run_id!r}: this coordinator lost the run to another one (it was paused, or cut off "
+                    f"from store {target.display}, for longer than the lock's limit of {runlock.STALE_AFTER:g} s); "
+                    f"it started nothing after that and stopped its running tasks. The run goes on under the "
+                    f"coordinator that took it over: see its history")
             if scheduler.deadlock:
                 raise EventorError(f"run {run_id!r}: {scheduler.deadlock}")
+        except Exception as exc:
+            fault = store is not None and not isinstance(exc, EventorError) and store.is_fault(exc)
+            if attempt is not None:
+                outcome = "error"
+                self._close_attempt(store, attempt, lease, logs)
+            if fault:
+                advice = (f"the run is kept: recover it with run_id {self.run_id!r} once the store is fixed"
+                          if attempt is not None else "")
+                raise store.fault(exc, doing, advice) from exc
+            raise
         finally:
+            if lease is not None:
+                lease.stop()
             if launcher is not None:
                 launcher.stop(grace=float(self.config["shutdown_grace"]))
             if threaded:
                 uninstall_thread_environ()
-            if locked:
+            if beat_conn is not None:
                 try:
-                    store.open().release_lock(self.run_id, token)
+                    beat_conn.close()
+                except Exception:  # a connection already lost
+                    pass
+            if locked is not None:
+                runlock.ACTIVE.discard(self.run_id)
+                try:
+                    store.open().release_lock(self.run_id, locked)
                 except Exception:  # the store went away: the lock is released when found stale
                     pass
             if store is not None:
@@ -414,6 +483,43 @@ class Eventor:
         if scheduler is not None and scheduler.late_signal is not None:
             self._reraise(scheduler.late_signal)
         return outcome == "success"
+
+    def _take_lock(self, store: Store, token: str, log: logging.Logger) -> None:
+        """Become the run's coordinator, or raise naming who is.
+
+        A coordinator on this host that died while its launcher still stops its tasks is waited
+        for (up to its shutdown grace and a margin): taking over sooner could run a task twice.
+        """
+        deadline = time.monotonic() + float(self.config["shutdown_grace"]) + 20.0
+        waited = False
+        while True:
+            holder = store.take_lock(self.run_id, self.host, os.getpid(), token, runlock.is_stale)
+            if holder is None:
+                return
+            helper = runlock.draining(holder)
+            if helper is None or time.monotonic() >= deadline:
+                what = (f"the tasks of its dead coordinator, still being stopped by process {helper}"
+                        if helper is not None else runlock.describe(holder))
+                raise EventorError(f"run {self.run_id!r} in store {store.target.display} is being run by "
+                                   f"{what}; wait for it to end")
+            if not waited:
+                log.info("Waiting for process %s to stop the tasks of run %r's dead coordinator", helper,
+                         self.run_id)
+                waited = True
+            time.sleep(0.05)
+
+    def _close_attempt(self, store: Optional[Store], attempt: tuple[str, int], lease: Optional[runlock.Lease],
+                       logs: Optional[RunLogging]) -> None:
+        """After an error mid-run: record the attempt as ended in error, if the store still allows it."""
+        if store is None:
+            return
+        try:
+            store.close()
+            store.open().end_attempt(*attempt, "error", close_run=not (lease is not None and lease.lost))
+        except Exception as exc:  # the store is still away: the run reads as abandoned until recovered
+            if logs is not None:
+                logging.getLogger(logs.logger_name).error(
+                    "Could not record the end of run %r in its store: %s", attempt[0], exc)
 
     @staticmethod
     def _reraise(signum: int) -> None:
@@ -430,7 +536,9 @@ class Eventor:
         from .store import Store  # SQLAlchemy is imported here, when a run starts
 
         return Store(resolve_store(self.store, self.config.get("DATABASES") or {},
-                                   default_store_path(self.program_file))).open()
+                                   default_store_path(self.program_file)),
+                     busy_timeout=float(self.config.get("busy_timeout", 10.0)),
+                     mode=int(self.config.get("store_mode", 0o600))).open()
 
     def _find_run(self, store: Store) -> None:
         """For a recovery: the run to recover (the flow's latest when no run_id was given)."""
@@ -455,6 +563,9 @@ class Eventor:
         run = store.get_run(self.run_id)
         if run is None:
             raise EventorError(f"no run {self.run_id!r} to recover in store {where}")
+        if run.flow != self.name:
+            raise EventorError(f"run {self.run_id!r} in store {where} is a run of flow {run.flow!r}, not of flow "
+                               f"{self.name!r}: recover it with the flow that made it")
         latest = run.recovery
         based_on = latest if self.recovery_run is None else self.recovery_run
         if not isinstance(based_on, int) or store.attempt(self.run_id, based_on) is None:

@@ -35,7 +35,9 @@ class RunInfo:
     recoveries: int  # 0 for a run never recovered
     started: Optional[datetime.datetime]  # when its first attempt started (UTC)
     ended: Optional[datetime.datetime]  # when its last attempt ended; None while running or if killed
-    outcome: str  # success, failure, incomplete, interrupted, running, or abandoned (its coordinator died)
+    # success, failure, incomplete, interrupted, error (the store or engine failed mid-run; recoverable),
+    # running, or abandoned (its coordinator died)
+    outcome: str
     host: Optional[str]
     program: Optional[str]
 
@@ -71,7 +73,8 @@ def open_store(store: Any, config: Any = None) -> Store:
         path = sa.engine.make_url(target.url).database
         if not path or not os.path.exists(path):
             raise EventorError(f"no store at {target.display}")
-    return Store(target).open()
+    # reading never changes a store: no tables made, no journal mode switched
+    return Store(target, busy_timeout=float(cfg.get("busy_timeout", 10.0)), readonly=True).open()
 
 
 def list_runs(store: Any, *, flow: Optional[str] = None, config: Any = None) -> list[RunInfo]:

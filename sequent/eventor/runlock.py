@@ -1,15 +1,24 @@
-"""One coordinator per run: who holds a run, and whether that holder is still alive.
+"""One coordinator per run: who holds a run, whether that holder is still alive, and the lease.
 
-The lock is a row in the store (see :meth:`Store.take_lock`).  A holder on this host is alive
-while its process exists with the same start time (a reused pid does not count); a holder on
-another host is alive while it keeps its heartbeat fresh.
+The lock is a row in the store (see :meth:`Store.take_lock`).  Its token names the holder's host
+and its processes (the coordinator and, with process tasks, its launcher), each with its kernel
+start time, so a reused pid never passes for the holder.  A holder on this host is alive while
+one of its processes is; a holder on another host while it keeps its heartbeat fresh.
+
+A coordinator keeps its hold as a :class:`Lease`: a thread of its own refreshes the heartbeat,
+whatever the coordinator's thread is busy with, and the coordinator starts a task only while
+the lease is confirmed recent.  A coordinator that was paused (SIGSTOP, a frozen machine) finds
+its lease too old when it wakes, confirms it against the store before it starts anything, and
+learns there that another coordinator took the run over.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from .logs import HOST
 
@@ -32,26 +41,150 @@ def _start_time(pid: int) -> Optional[str]:
     return fields[19]
 
 
-def my_token() -> str:
-    """This process's identity as a lock holder: host, pid and start time."""
-    pid = os.getpid()
-    return f"{HOST}:{pid}:{_start_time(pid) or time.time()}"
+def _identity(pid: int) -> str:
+    return f"{pid}:{_start_time(pid) or time.time()}"
+
+
+def my_token(helper_pid: Optional[int] = None) -> str:
+    """This process's identity as a lock holder: host, pid and start time, then its helper's (the
+    process launcher, which may outlive it for a moment while it stops the tasks)."""
+    token = f"{HOST}:{_identity(os.getpid())}"
+    return token if helper_pid is None else f"{token}:{_identity(helper_pid)}"
+
+
+def _processes(token: str) -> tuple[str, list[tuple[int, str]]]:
+    """The host and the (pid, start time) pairs a token names."""
+    host, *rest = token.split(":")
+    pairs = []
+    for i in range(0, len(rest) - 1, 2):
+        try:
+            pairs.append((int(rest[i]), rest[i + 1]))
+        except ValueError:
+            pass
+    return host, pairs
+
+
+def _alive(pid: int, started: str) -> bool:
+    return _start_time(pid) == started
+
+
+#: The run_ids this process coordinates now: a lock row naming this process for another run_id is
+#: left over from a run whose end could not be written (the store was away), so it is stale.
+ACTIVE: set[str] = set()
 
 
 def is_stale(holder: Any, now: Optional[float] = None) -> bool:
-    """True when the holder of a lock row can no longer be running the run."""
-    host, _, rest = holder.token.partition(":")
+    """True when the holder of a lock row can no longer be running the run, or its tasks."""
+    host, pairs = _processes(holder.token)
     if host == HOST:
-        pid_text, _, started = rest.partition(":")
-        try:
-            pid = int(pid_text)
-        except ValueError:
-            return True
-        if pid == os.getpid() and holder.token == my_token():
-            return False
-        return _start_time(pid) != started
+        if pairs and pairs[0][0] == os.getpid() and _alive(*pairs[0]) and holder.run_id not in ACTIVE:
+            return not any(_alive(pid, started) for pid, started in pairs[1:])
+        return not any(_alive(pid, started) for pid, started in pairs)
     return ((now or time.time()) - holder.heartbeat) > STALE_AFTER
 
 
+def draining(holder: Any) -> Optional[int]:
+    """The pid of a holder's helper still stopping its tasks after its coordinator died, else None.
+
+    A recovery waits for it: starting a task again while its first copy is being stopped would
+    run it twice.
+    """
+    host, pairs = _processes(holder.token)
+    if host != HOST or not pairs or _alive(*pairs[0]):
+        return None
+    return next((pid for pid, started in pairs[1:] if _alive(pid, started)), None)
+
+
 def describe(holder: Any) -> str:
-    return f"process {holder.pid} on {holder.host} (since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder.acquired))})"
+    return (f"process {holder.pid} on {holder.host} "
+            f"(since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder.acquired))})")
+
+
+def _clock() -> float:
+    """Seconds on a clock that also counts time the process or machine was stopped."""
+    try:
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return time.monotonic()
+
+
+class Lease:
+    """A coordinator's hold on its run's lock, refreshed by a thread and checked before each start.
+
+    ``beat()`` refreshes the heartbeat in the store and returns False once the lock is no longer
+    ours; ``on_lost()`` is called (from the heartbeat thread) when that is found, to wake the
+    coordinator.  :meth:`check` is what the coordinator calls before it starts tasks: cheap while
+    the last confirmation is recent, a synchronous beat otherwise.
+    """
+
+    def __init__(self, beat: Callable[[], bool], *, on_lost: Callable[[], None] = lambda: None,
+                 every: Optional[float] = None, stale_after: Optional[float] = None,
+                 logger: Optional[logging.Logger] = None):
+        self._beat = beat
+        self._on_lost = on_lost
+        self.every = HEARTBEAT_EVERY if every is None else every
+        self.stale_after = STALE_AFTER if stale_after is None else stale_after
+        self._log = logger or logging.getLogger(__name__)
+        self._mutex = threading.Lock()  # one beat at a time: the thread's or the coordinator's
+        self._confirmed = (_clock(), time.time())
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self.lost = False
+        self.error: Optional[BaseException] = None  # the last failed beat's error, if it failed
+
+    @property
+    def fresh_for(self) -> float:
+        """How old a confirmation may be for a start to rely on it: half the stale limit, so a
+        replacement on another host, which waits for the whole limit, can never overlap a start."""
+        return self.stale_after / 2
+
+    def age(self) -> float:
+        """Seconds since the lock was last confirmed ours, by the larger of two clocks."""
+        mono, wall = self._confirmed
+        return max(_clock() - mono, time.time() - wall)
+
+    def check(self) -> bool:
+        """True when the run is still ours: may the coordinator start tasks now?"""
+        if self.lost:
+            return False
+        if self.age() < self.fresh_for:
+            return True
+        return self.confirm()
+
+    def confirm(self) -> bool:
+        """Beat now; False (and lost) when another coordinator holds the run.  Store errors propagate."""
+        with self._mutex:
+            if self.lost:
+                return False
+            if self._beat():
+                self._confirmed = (_clock(), time.time())
+                self.error = None
+                return True
+            self.lost = True
+        return False
+
+    def start(self) -> None:
+        """Start the heartbeat thread."""
+        self._thread = threading.Thread(target=self._run, name="sequent-heartbeat", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the heartbeat thread and wait for it."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                ours = self.confirm()
+            except Exception as exc:  # noqa: BLE001 - the store is away: try again next beat
+                if self.error is None:
+                    self._log.warning("Could not refresh the run's heartbeat: %s; retrying every %g s", exc,
+                                      self.every)
+                self.error = exc
+                continue
+            if not ours:
+                self._on_lost()
+                return

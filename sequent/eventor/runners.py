@@ -15,11 +15,10 @@ from typing import Any, Callable, Optional
 from .context import TaskContext, enter_task, leave_task
 from .logs import describe_exception, reset_task_label, set_task_label
 from .model import StepDef
+from .text import ERROR_LIMIT, RESULT_LIMIT, TRACEBACK_LIMIT, storable
 
 #: A task's outcome as runners report it: (status, result text, error text, traceback text).
 Outcome = tuple[str, str, str, str]
-
-_RESULT_LIMIT = 10_000
 
 
 def task_label(step: str, sequence: str) -> str:
@@ -34,15 +33,20 @@ def result_text(value: Any) -> str:
     try:
         text = repr(value)
     except Exception as exc:  # a broken __repr__ must not fail a task that succeeded
-        text = f"<unrepresentable {type(value).__name__}: {exc!r}>"
-    return text if len(text) <= _RESULT_LIMIT else text[:_RESULT_LIMIT] + "...<cut>"
+        text = f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"
+    return storable(text, RESULT_LIMIT)
 
 
 def _describe(exc: BaseException) -> tuple[str, str]:
-    """The error text and traceback, starting at the user's function (this wrapper's frame cut)."""
-    if exc.__traceback__ is not None and exc.__traceback__.tb_next is not None:
-        exc = exc.with_traceback(exc.__traceback__.tb_next)
-    return describe_exception(exc)
+    """The error text and traceback, starting at the user's function (this wrapper's frame cut),
+    made storable and capped; an exception whose repr or traceback itself fails is still described."""
+    try:
+        if exc.__traceback__ is not None and exc.__traceback__.tb_next is not None:
+            exc = exc.with_traceback(exc.__traceback__.tb_next)
+        error, tb = describe_exception(exc)
+    except BaseException as inner:  # noqa: B036 - a broken __repr__/__str__ must not lose the failure
+        error, tb = f"<{type(exc).__name__} whose description failed: {type(inner).__name__}>", ""
+    return storable(error, ERROR_LIMIT), storable(tb, TRACEBACK_LIMIT, keep_ends=True)
 
 
 def run_step(step: StepDef, ctx: TaskContext) -> Outcome:

@@ -28,11 +28,21 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional
 from .context import TaskContext
 from .model import Program, StepDef, StepReplay, StepStatus, TaskConstruct, format_sequence
 from .runners import MAX_THREADS, Inbox, Outcome, ThreadRunner, run_step
+from .text import ERROR_LIMIT, RESULT_LIMIT, SEQUENCE_LIMIT, TRACEBACK_LIMIT, storable
 
 if TYPE_CHECKING:
     from .store import RunWriter
 
 _END = object()
+
+
+def _text(exc: BaseException) -> str:
+    """repr of a user's exception, storable and capped; never raises."""
+    try:
+        text = repr(exc)
+    except BaseException:  # noqa: B036 - a broken __repr__ must not kill the coordinator
+        text = f"<{type(exc).__name__}>"
+    return storable(text, ERROR_LIMIT)
 
 
 class Frame:
@@ -110,8 +120,7 @@ class Scheduler:
                  on_task_end: Callable[[str], None] = lambda name: None, max_loops: int = -1,
                  previous: Optional[Mapping[tuple[str, str], tuple[str, int]]] = None,
                  previous_delays: Optional[Mapping[tuple[str, str], float]] = None,
-                 heartbeat: Optional[Callable[[], None]] = None, heartbeat_every: float = 10.0,
-                 grace: float = 10.0):
+                 lease: Any = None, grace: float = 10.0):
         self.program = program
         self.writer = writer
         self.log = logger
@@ -126,9 +135,8 @@ class Scheduler:
         self.max_loops = max_loops
         self.previous = previous or {}
         self.previous_delays = previous_delays or {}
-        self.heartbeat = heartbeat
-        self.heartbeat_every = heartbeat_every
-        self.next_heartbeat = time.monotonic() + heartbeat_every
+        self.lease = lease  # the run lock's lease (runlock.Lease): checked before anything starts
+        self.lost = False  # another coordinator took the run over: nothing more starts here
         self.grace = grace
         self.signal: Optional[int] = None  # the first SIGINT/SIGTERM the loop acted on
         self.late_signal: Optional[int] = None  # the first one received at all
@@ -191,8 +199,10 @@ class Scheduler:
             if selector is not None:
                 selector.close()
             if self.threads is not None:
-                self.threads.stop(timeout=None if self.signal is None else 0)
+                self.threads.stop(timeout=None if self.signal is None and not self.lost else 0)
             self.inbox.close()
+        if self.lost:
+            return "lost"
         if self.signal is not None:
             return "interrupted"
         if self.root.failed:
@@ -252,6 +262,20 @@ class Scheduler:
             self.log.warning("Received %s again: killing running tasks", name)
             self.kill_at = time.monotonic()
 
+    def _lose(self) -> None:
+        """The run lock is someone else's now: start nothing more, stop what runs, end as lost."""
+        if self.lost:
+            return
+        self.lost = True
+        self.log.error("LOST THE RUN: another coordinator took run %r over (this one was paused or cut off "
+                       "from the store for longer than the lock's stale limit); no task starts here any more "
+                       "and running tasks are stopped (killed after %.1f s)", self.run_id, self.grace)
+        self._stop(self.root)
+        if self.launcher is not None and self.launcher.running:
+            self.launcher.signal_tasks(signal.SIGTERM)
+        if self.kill_at is None:
+            self.kill_at = time.monotonic() + self.grace
+
     def _kill_overdue(self) -> None:
         if self.kill_at is None or time.monotonic() < self.kill_at:
             return
@@ -278,13 +302,12 @@ class Scheduler:
         for task_id, outcome in arrived:
             if task_id == "signal":
                 self._interrupt(outcome)
+            elif task_id == "lost":
+                self._lose()
             else:
                 self._finished(task_id, outcome, os.getpid())
         self._due_timers()
         self._kill_overdue()
-        if self.heartbeat is not None and time.monotonic() >= self.next_heartbeat:
-            self.heartbeat()
-            self.next_heartbeat = time.monotonic() + self.heartbeat_every
         self.rounds += 1
         if 0 <= self.max_loops <= self.rounds and not self.root.stopping:
             self.log.info("Stopping after %d loops (max_loops)", self.rounds)
@@ -299,8 +322,6 @@ class Scheduler:
         waits = []
         if self.timers:
             waits.append(self.timers[0][0] - time.time())
-        if self.heartbeat is not None:
-            waits.append(self.next_heartbeat - time.monotonic())
         if self.kill_at is not None:
             waits.append(self.kill_at - time.monotonic())
         return max(0.0, min(waits)) if waits else None
@@ -340,6 +361,13 @@ class Scheduler:
                 self._record(task)
         self.writer.commit()
         launch, self.to_launch = self.to_launch, []
+        if launch and self.lease is not None and not self.lease.check():
+            self._lose()  # paused past the lock's limit: these were replaced, so they must not start
+            for task in launch:
+                self._finished(task.id, ("failure", "", "not started: the run was taken over by another "
+                                         "coordinator", ""), None)
+            self._settle()  # records them; nothing can start any more
+            return
         for task in launch:
             self._launch(task)
 
@@ -582,6 +610,10 @@ class Scheduler:
             self.running_threads -= 1
         self._give_back(task)
         status, result, error, tb = outcome
+        if result or error or tb:  # whatever a task sent, it must be storable and loggable
+            result = storable(result, RESULT_LIMIT)
+            error = storable(error, ERROR_LIMIT)
+            tb = storable(tb, TRACEBACK_LIMIT, keep_ends=True)
         task.status = StepStatus.success if status == "success" else StepStatus.failure
         self._record(task, ended=time.time(), pid=pid, result=result or None,
                      error=(error + ("\n" + tb if tb else "")) or None)
@@ -650,7 +682,7 @@ class Scheduler:
         try:
             task.iterator = iter(repeats() if callable(repeats) else repeats if repeats is not None else ())
         except Exception as exc:
-            self._end_container(task, failed=True, error=f"repeats of container {task.step.name} failed: {exc!r}")
+            self._end_container(task, failed=True, error=f"repeats of container {task.step.name} failed: {_text(exc)}")
             return
         self._next_iteration(task)
 
@@ -661,13 +693,18 @@ class Scheduler:
                 item = next(task.iterator, _END)
             except Exception as exc:
                 self._end_container(task, failed=True,
-                                    error=f"repeats of container {task.step.name} failed: {exc!r}")
+                                    error=f"repeats of container {task.step.name} failed: {_text(exc)}")
                 return
             if item is _END or item is None:
                 self._end_container(task, failed=False)
                 return
             task.iteration += 1
-            frame = Frame(task, task.seq + (task.iteration,), task.frame)
+            seq = task.seq + (task.iteration,)
+            if len(format_sequence(seq)) > SEQUENCE_LIMIT:
+                self._end_container(task, failed=True, error=f"iteration {task.iteration} would have a sequence "
+                                    f"longer than the store keeps ({SEQUENCE_LIMIT} characters)")
+                return
+            frame = Frame(task, seq, task.frame)
             task.current = frame
             self.frames[(task.step.name, frame.seq)] = frame
             frame.pending += 1  # hold the frame open while its starters fire

@@ -8,6 +8,8 @@ depends on them, which is what makes a store left by a killed coordinator recove
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import time
@@ -19,6 +21,7 @@ from sqlalchemy import event as sa_event
 
 from .dburl import StoreTarget
 from .errors import EventorError
+from .text import SEQUENCE_LIMIT
 
 #: Bumped whenever the tables change; a store written by a newer version is refused.
 SCHEMA_VERSION = 1
@@ -66,7 +69,7 @@ locks = sa.Table(
     sa.Column("run_id", sa.String(64), primary_key=True),
     sa.Column("host", sa.String(255), nullable=False),
     sa.Column("pid", sa.Integer, nullable=False),
-    sa.Column("token", sa.String(64), nullable=False),  # host, pid and process start time
+    sa.Column("token", sa.String(255), nullable=False),  # host, pids and start times (see runlock)
     sa.Column("acquired", sa.Float, nullable=False),
     sa.Column("heartbeat", sa.Float, nullable=False),
 )
@@ -78,7 +81,7 @@ tasks = sa.Table(
     sa.Column("run_id", sa.String(64), nullable=False),
     sa.Column("recovery", sa.Integer, nullable=False),
     sa.Column("step", sa.String(255), nullable=False),
-    sa.Column("sequence", sa.String(255), nullable=False),
+    sa.Column("sequence", sa.String(SEQUENCE_LIMIT), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("skipped", sa.Boolean, nullable=False, default=False),
     sa.Column("host", sa.String(255)),
@@ -97,7 +100,7 @@ delays = sa.Table(
     sa.Column("run_id", sa.String(64), primary_key=True),
     sa.Column("recovery", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("step", sa.String(255), primary_key=True),
-    sa.Column("sequence", sa.String(255), primary_key=True),
+    sa.Column("sequence", sa.String(SEQUENCE_LIMIT), primary_key=True),
     sa.Column("seconds", sa.Float, nullable=False),
     sa.Column("activated", sa.Float, nullable=False),
     sa.Column("fired", sa.Float),
@@ -109,7 +112,7 @@ holdings = sa.Table(
     sa.Column("run_id", sa.String(64), primary_key=True),
     sa.Column("recovery", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("step", sa.String(255), primary_key=True),
-    sa.Column("sequence", sa.String(255), primary_key=True),
+    sa.Column("sequence", sa.String(SEQUENCE_LIMIT), primary_key=True),
     sa.Column("pool", sa.String(255), primary_key=True),
     sa.Column("count", sa.Integer, nullable=False),
     sa.Column("acquired", sa.Float, nullable=False),
@@ -124,13 +127,65 @@ _TASK_COLUMNS = ("status", "skipped", "host", "pid", "started", "ended", "result
 _RAW_CACHE: dict[tuple, dict[str, tuple[str, Optional[tuple[str, ...]]]]] = {}
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    """WAL lets readers look at a live run; NORMAL sync survives a killed process, cheaply."""
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=10000")
-    cur.close()
+def _sqlite_pragmas(busy_timeout: float, readonly: bool) -> Callable[[Any, Any], None]:
+    """WAL lets readers look at a live run; NORMAL sync survives a killed process, cheaply.
+
+    A reader sets neither: WAL is a lasting property of the file, and reading never changes a store.
+    """
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        if not readonly:
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+    return on_connect
+
+
+#: What a driver's error message says, what it means for the user, and what to do about it.
+_FAULTS = (
+    (("database or disk is full", "no space left on device", "could not extend file", "disk full"),
+     "the disk holding the store is full", "free space on it"),
+    (("database is locked", "database table is locked", "lock timeout", "canceling statement due to lock"),
+     "the store stayed locked by another connection for longer than busy_timeout ({busy} s)",
+     "find what holds it (another program writing to the database), or raise busy_timeout"),
+    (("readonly database", "read-only", "read only"),
+     "the store cannot be written (a read-only file, folder or database)",
+     "give this user write access to the store file and its folder"),
+    (("unable to open database file",),
+     "the store file cannot be opened (a missing or inaccessible folder)",
+     "check the path and its permissions"),
+    (("file is not a database", "malformed", "not a database"),
+     "the store file is not a SQLite database, or is damaged",
+     "point the flow at its own store file"),
+    (("connection refused", "could not connect", "server closed the connection", "terminating connection",
+      "the database system is", "connection is closed", "consuming input failed", "connection timeout",
+      "could not translate host name", "connection to server", "ssl syscall"),
+     "the connection to the store's database server failed or was lost (was it down or restarted?)",
+     "check that the server is up and reachable"),
+    (("password authentication failed", "role ", "does not exist"),
+     "the store's database refused this login or database name", "check the URL or DATABASES entry"),
+)
+
+
+def describe_fault(exc: BaseException, *, busy_timeout: float = 10.0) -> tuple[str, str]:
+    """(what happened, what to do) for an error raised by a store's database or file system."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the disk holding the store is full", "free space on it"
+    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return ("the store cannot be written (a read-only file, folder or database)",
+                "give this user write access to the store file and its folder")
+    text = str(getattr(exc, "orig", None) or exc).lower()
+    for needles, what, todo in _FAULTS:
+        if any(needle in text for needle in needles):
+            return what.format(busy=f"{busy_timeout:g}"), todo
+    return "the store's database failed", "see the cause below"
+
+
+def _driver_text(exc: BaseException) -> str:
+    """The driver's own message, on one line, without SQLAlchemy's statement and link."""
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{type(getattr(exc, 'orig', None) or exc).__name__}: {text[0] if text else ''}"
 
 
 @dataclass
@@ -153,12 +208,38 @@ class TaskRow:
 
 
 class Store:
-    """A connection to one database holding the runs of any number of flows."""
+    """A connection to one database holding the runs of any number of flows.
 
-    def __init__(self, target: StoreTarget):
+    ``busy_timeout``: seconds to wait for a database another connection has locked.
+    ``mode``: the permissions a new SQLite store file is created with.
+    ``readonly``: only read an existing store: create nothing, change nothing, refuse a
+    database that is not a sequent store.
+    """
+
+    def __init__(self, target: StoreTarget, *, busy_timeout: float = 10.0, mode: int = 0o600,
+                 readonly: bool = False):
         self.target = target
+        self.busy_timeout = float(busy_timeout)
+        self.mode = mode
+        self.readonly = readonly
         self._engine: Optional[sa.Engine] = None
         self._conn: Optional[sa.Connection] = None
+
+    def is_fault(self, exc: BaseException) -> bool:
+        """True for an error of the database or its file system (not of the engine's own logic)."""
+        if isinstance(exc, (sa.exc.SQLAlchemyError, OSError)):
+            return True
+        engine = self._engine
+        dbapi = getattr(engine.dialect, "dbapi", None) if engine is not None else None
+        if dbapi is not None and isinstance(exc, getattr(dbapi, "Error", ())):
+            return True
+        return type(exc).__module__.split(".")[0] in ("sqlite3", "psycopg", "psycopg2")
+
+    def fault(self, exc: BaseException, doing: str, advice: str = "") -> EventorError:
+        """A SequentError-ready text for a store fault: what failed while doing what, and what to do."""
+        what, todo = describe_fault(exc, busy_timeout=self.busy_timeout)
+        return EventorError(f"store {self.target.display}: {what} while {doing} ({_driver_text(exc)}); "
+                            f"{todo}{'; ' + advice if advice else ''}")
 
     @property
     def is_memory(self) -> bool:
@@ -177,31 +258,90 @@ class Store:
             kwargs.setdefault("connect_args", {"check_same_thread": False})
         elif self.target.is_sqlite:
             path = sa.engine.make_url(self.target.url).database
-            if path:
-                os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
+            if path and not self.readonly:
+                self._create_file(path)
+        elif self.target.url.startswith(("postgresql", "postgres")):
+            # a statement waiting for a row lock fails after busy_timeout, as SQLite's does
+            options = f"-c lock_timeout={int(self.busy_timeout * 1000)}"
+            connect_args = dict(kwargs.get("connect_args") or {})
+            connect_args.setdefault("options", options)
+            kwargs["connect_args"] = connect_args
         try:
             engine = sa.create_engine(self.target.url, **kwargs)
         except Exception as exc:  # a bad URL or a missing driver
             raise EventorError(f"cannot open store {self.target.display}: {exc}") from exc
         if self.target.is_sqlite and not self.target.is_memory:
-            sa_event.listen(engine, "connect", _sqlite_pragmas)
+            sa_event.listen(engine, "connect", _sqlite_pragmas(self.busy_timeout, self.readonly))
         if self.target.schema:
             engine = engine.execution_options(schema_translate_map={None: self.target.schema})
         try:
             conn = engine.connect()
-            if self.target.schema:
-                conn.execute(sa.schema.CreateSchema(self.target.schema, if_not_exists=True))
-                conn.commit()
-            self._check_schema(conn)
+            if self.readonly:
+                self._check_readable(conn)
+            else:
+                if self.target.schema:
+                    conn.execute(sa.schema.CreateSchema(self.target.schema, if_not_exists=True))
+                    conn.commit()
+                self._check_schema(conn)
         except EventorError:
             engine.dispose()
             raise
         except Exception as exc:
             engine.dispose()
-            raise EventorError(f"cannot open store {self.target.display}: {exc}") from exc
+            raise self.fault(exc, "opening it") from exc
         self._engine, self._conn = engine, conn
         self._prepare_raw()
         return self
+
+    def _create_file(self, path: str) -> None:
+        """Create a missing SQLite store file (and folder) with the configured permissions."""
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, self.mode)
+        except FileExistsError:
+            return
+        except OSError as exc:
+            raise self.fault(exc, "creating its file") from exc
+        os.close(fd)  # SQLite gives its -wal and -shm files the database file's permissions
+
+    def _check_readable(self, conn: sa.Connection) -> None:
+        """For a reader: the database must already be a sequent store this version understands."""
+        try:
+            row = conn.execute(sa.select(schema_info.c.value).where(schema_info.c.key == "version")).first()
+        except sa.exc.DBAPIError as exc:
+            conn.rollback()
+            what, _ = describe_fault(exc, busy_timeout=self.busy_timeout)
+            if what.startswith("the store's database failed"):  # no such table: someone else's database
+                raise EventorError(f"{self.target.display} is not a sequent store (it has no sequent tables)") \
+                    from None
+            raise self.fault(exc, "reading it") from exc
+        conn.rollback()
+        if row is None:
+            raise EventorError(f"{self.target.display} is not a sequent store (it has no schema version)")
+        if int(row[0]) > SCHEMA_VERSION:
+            raise EventorError(
+                f"store {self.target.display} was written by a newer sequent (schema version {row[0]}); "
+                f"this one understands versions up to {SCHEMA_VERSION}: upgrade sequent to read it")
+
+    @contextlib.contextmanager
+    def _tx(self) -> Any:
+        """One transaction on the store's connection: committed whole, or rolled back whole."""
+        conn = self.conn
+        try:
+            yield conn
+            conn.commit()
+        except BaseException:
+            try:
+                conn.rollback()
+            except Exception:  # the connection itself is gone; nothing was committed
+                pass
+            raise
+
+    def connect(self) -> sa.Connection:
+        """A second connection to the same database (for a thread of its own, such as the heartbeat)."""
+        if self._engine is None:
+            raise EventorError("the store is not open")
+        return self._engine.connect()
 
     def _prepare_raw(self) -> None:
         """Compile the per-round statements once for this database's driver.
@@ -315,26 +455,27 @@ class Store:
                       recovery: int, based_on: Optional[int], fingerprint: str, steps: Iterable[Any]) -> None:
         """Record that an attempt at a run starts (recovery 0 creates the run's row)."""
         now = time.time()
-        conn = self.conn
-        if recovery == 0:
-            conn.execute(runs.insert().values(run_id=run_id, flow=flow, program=program, host=host,
-                                              created=now, updated=now, recovery=0, status="running"))
-        else:
-            conn.execute(runs.update().where(runs.c.run_id == run_id)
-                         .values(recovery=recovery, status="running", updated=now))
-        conn.execute(attempts.insert().values(
-            run_id=run_id, recovery=recovery, mode=mode, based_on=based_on, host=host, pid=os.getpid(),
-            started=now, fingerprint=fingerprint, steps=json.dumps(list(steps))))
-        conn.commit()
+        with self._tx() as conn:
+            if recovery == 0:
+                conn.execute(runs.insert().values(run_id=run_id, flow=flow, program=program, host=host,
+                                                  created=now, updated=now, recovery=0, status="running"))
+            else:
+                conn.execute(runs.update().where(runs.c.run_id == run_id)
+                             .values(recovery=recovery, status="running", updated=now))
+            conn.execute(attempts.insert().values(
+                run_id=run_id, recovery=recovery, mode=mode, based_on=based_on, host=host, pid=os.getpid(),
+                started=now, fingerprint=fingerprint, steps=json.dumps(list(steps))))
 
-    def end_attempt(self, run_id: str, recovery: int, outcome: str) -> None:
-        """Record how an attempt ended: success, failure or incomplete."""
+    def end_attempt(self, run_id: str, recovery: int, outcome: str, *, close_run: bool = True) -> None:
+        """Record how an attempt ended (success, failure, incomplete, interrupted, error, lost); the run
+        takes that status too unless ``close_run`` is False (an attempt that lost the run to another)."""
         now = time.time()
-        conn = self.conn
-        conn.execute(attempts.update().where(attempts.c.run_id == run_id, attempts.c.recovery == recovery)
-                     .values(ended=now, outcome=outcome))
-        conn.execute(runs.update().where(runs.c.run_id == run_id).values(status=outcome, updated=now))
-        conn.commit()
+        with self._tx() as conn:
+            conn.execute(attempts.update().where(attempts.c.run_id == run_id, attempts.c.recovery == recovery)
+                         .values(ended=now, outcome=outcome))
+            if close_run:
+                conn.execute(runs.update().where(runs.c.run_id == run_id, runs.c.recovery == recovery)
+                             .values(status=outcome, updated=now))
 
     def latest_run(self, flow: str) -> Optional[str]:
         """The run_id of the most recently created run of ``flow``, if any."""
@@ -385,39 +526,51 @@ class Store:
         conn = self.conn
         now = time.time()
         values = dict(run_id=run_id, host=host, pid=pid, token=token, acquired=now, heartbeat=now)
-        for _ in range(3):
-            holder = conn.execute(sa.select(locks).where(locks.c.run_id == run_id)).first()
-            if holder is None:
-                try:
-                    conn.execute(locks.insert().values(**values))
-                    conn.commit()
-                    return None
-                except sa.exc.IntegrityError:
+        try:
+            for _ in range(3):
+                holder = conn.execute(sa.select(locks).where(locks.c.run_id == run_id)).first()
+                if holder is None:
+                    try:
+                        conn.execute(locks.insert().values(**values))
+                        conn.commit()
+                        return None
+                    except sa.exc.IntegrityError:
+                        conn.rollback()
+                        continue
+                if not is_stale(holder):
                     conn.rollback()
-                    continue
-            if not is_stale(holder):
-                conn.rollback()
-                return holder
-            done = conn.execute(locks.update().where(locks.c.run_id == run_id, locks.c.token == holder.token)
-                                .values(**values))
-            conn.commit()
-            if done.rowcount == 1:
-                return None
-        holder = conn.execute(sa.select(locks).where(locks.c.run_id == run_id)).first()
-        conn.rollback()
-        return holder
+                    return holder
+                # the heartbeat too: a holder that beat again since it was judged dead keeps its lock
+                done = conn.execute(locks.update().where(locks.c.run_id == run_id, locks.c.token == holder.token,
+                                                         locks.c.heartbeat == holder.heartbeat).values(**values))
+                conn.commit()
+                if done.rowcount == 1:
+                    return None
+            holder = conn.execute(sa.select(locks).where(locks.c.run_id == run_id)).first()
+            conn.rollback()
+            return holder
+        except BaseException:
+            conn.rollback()
+            raise
 
     def lock_holder(self, run_id: str) -> Optional[sa.Row]:
         return self.conn.execute(sa.select(locks).where(locks.c.run_id == run_id)).first()
 
-    def heartbeat(self, run_id: str, token: str) -> None:
-        self.conn.execute(locks.update().where(locks.c.run_id == run_id, locks.c.token == token)
-                          .values(heartbeat=time.time()))
-        self.conn.commit()
+    @staticmethod
+    def beat(conn: sa.Connection, run_id: str, token: str) -> bool:
+        """Refresh the lock's heartbeat on ``conn``; False when the lock is no longer ``token``'s."""
+        try:
+            done = conn.execute(locks.update().where(locks.c.run_id == run_id, locks.c.token == token)
+                                .values(heartbeat=time.time()))
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        return done.rowcount == 1
 
     def release_lock(self, run_id: str, token: str) -> None:
-        self.conn.execute(locks.delete().where(locks.c.run_id == run_id, locks.c.token == token))
-        self.conn.commit()
+        with self._tx() as conn:
+            conn.execute(locks.delete().where(locks.c.run_id == run_id, locks.c.token == token))
 
     # -- tasks --------------------------------------------------------------------------------
 
