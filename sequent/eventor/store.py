@@ -258,7 +258,7 @@ class Store:
             kwargs.setdefault("connect_args", {"check_same_thread": False})
         elif self.target.is_sqlite:
             path = sa.engine.make_url(self.target.url).database
-            if path and not self.readonly:
+            if path and not self.readonly and not path.startswith("file:"):  # a URI: SQLite's own to open
                 self._create_file(path)
         elif self.target.url.startswith(("postgresql", "postgres")):
             # a statement waiting for a row lock fails after busy_timeout, as SQLite's does
