@@ -471,3 +471,57 @@ def test_step_config_type_errors(key, value):
 def test_step_config_not_a_mapping_names_step():
     with pytest.raises(ConfigError, match="step 'st'"):
         validate_step_config(['thread'], 'st')
+
+
+# ------------------------------------------------------------------------------- modes and the store
+
+def test_new_keys_have_their_defaults():
+    config = load_config()
+    assert config['busy_timeout'] == 10.0 and config['store_mode'] == 0o600
+    assert config['LOGGING']['logdir_mode'] == 0o700 and config['LOGGING']['logfile_mode'] == 0o600
+
+
+def test_logging_defaults_of_config_and_logs_agree():
+    from sequent.eventor import logs
+
+    assert DEFAULTS['LOGGING'] == logs.DEFAULTS
+
+
+@pytest.mark.parametrize('value, mode', [
+    (0o640, 0o640), (0, 0), (0o777, 0o777), ('0640', 0o640), ('0o640', 0o640), ('0O750', 0o750),
+    ('640', 0o640), ('0', 0), ('00600', 0o600),
+])
+@pytest.mark.parametrize('where', ['store_mode', 'LOGGING.logdir_mode', 'LOGGING.logfile_mode'])
+def test_mode_keys_accept_ints_and_octal_strings(where, value, mode):
+    *outer, key = where.split('.')
+    user = {outer[0]: {key: value}} if outer else {key: value}
+    config = load_config(user)
+    assert (config[outer[0]] if outer else config)[key] == mode
+
+
+def test_mode_written_as_octal_in_yaml_is_read_as_its_int():
+    config = load_config('store_mode: 0640\nLOGGING:\n  logfile_mode: "0o600"\n  logdir_mode: 0750\n')
+    assert config['store_mode'] == 0o640
+    assert (config['LOGGING']['logfile_mode'], config['LOGGING']['logdir_mode']) == (0o600, 0o750)
+
+
+@pytest.mark.parametrize('value', [0o1000, 640, -1, True, None, 6.4, '0o8', '1777', '0x1ff', 'rw-------', ''])
+@pytest.mark.parametrize('where', ['store_mode', 'LOGGING.logdir_mode', 'LOGGING.logfile_mode'])
+def test_bad_mode_names_the_key(where, value):
+    *outer, key = where.split('.')
+    user = {outer[0]: {key: value}} if outer else {key: value}
+    with pytest.raises(ConfigError) as info:
+        load_config(user)
+    assert str(info.value) == (f"configuration key {where!r}: expected a permission mode (an int 0..0o777 or "
+                               f"an octal string like '0640' or '0o640'), got {value!r} ({type(value).__name__})")
+
+
+@pytest.mark.parametrize('value', [0, 2, 0.5, 30.0])
+def test_busy_timeout_accepts_numbers(value):
+    assert load_config({'busy_timeout': value})['busy_timeout'] == value
+
+
+@pytest.mark.parametrize('value', [-1, -0.1, '10', None, True])
+def test_bad_busy_timeout_names_the_key(value):
+    with pytest.raises(ConfigError, match=r"^configuration key 'busy_timeout': expected a number >= 0, got "):
+        load_config({'busy_timeout': value})

@@ -21,7 +21,7 @@ import yaml
 
 from .errors import ConfigError, ConfigWarning
 
-__all__ = ['DEFAULTS', 'STEP_KEYS', 'load_config', 'validate_step_config', 'merge']
+__all__ = ['DEFAULTS', 'STEP_KEYS', 'load_config', 'validate_step_config', 'merge', 'permission_mode']
 
 DEFAULTS: dict = {
     'envvar_prefix': 'SEQUENT_',
@@ -40,6 +40,8 @@ DEFAULTS: dict = {
     'ssh_port': 22,
     'day_to_keep_db': 5,
     'remote_method': 'ssh',
+    'busy_timeout': 10.0,  # seconds the store waits for a locked database before failing
+    'store_mode': 0o600,  # permission bits of a new SQLite store file (less the umask)
     'DATABASES': {},
     'HOSTS': {},
     'LOGGING': {
@@ -57,6 +59,8 @@ DEFAULTS: dict = {
         'utc': False,
         'atTime': None,
         'delay': False,
+        'logdir_mode': 0o700,  # permission bits of a log folder sequent creates (less the umask)
+        'logfile_mode': 0o600,  # permission bits of a log file sequent creates (less the umask)
     },
 }
 
@@ -143,6 +147,21 @@ def _at_time(value: Any, key: str) -> Any:
     _fail(key, "a time 'HH:MM[:SS]' or None", value)
 
 
+_MODE_TEXT = re.compile(r'(?:0[oO])?0*([0-7]{1,3})')
+
+
+def permission_mode(value: Any, key: str) -> int:
+    """Permission bits for a file or folder sequent creates: an int 0..0o777 or an octal string, as the int."""
+    # YAML 1.1 reads 0640 as the int 416 already; a string is always octal: '0640', '0o640', '640'.
+    # The process umask still removes bits when the file is created (it can never add any).
+    if _is_int(value) and 0 <= value <= 0o777:
+        return value
+    match = isinstance(value, str) and _MODE_TEXT.fullmatch(value)
+    if match:
+        return int(match[1], 8)
+    _fail(key, "a permission mode (an int 0..0o777 or an octal string like '0640' or '0o640')", value)
+
+
 def _mapping(value: Any, key: str) -> Mapping:
     if not isinstance(value, Mapping):
         _fail(key, 'a mapping', value)
@@ -193,6 +212,8 @@ SCHEMA: dict = {
     'ssh_port': _int(1, 65535),
     'day_to_keep_db': _int(),
     'remote_method': _str,
+    'busy_timeout': _number,
+    'store_mode': permission_mode,
     'DATABASES': _databases,
     'HOSTS': _hosts,
     'LOGGING': {
@@ -210,6 +231,8 @@ SCHEMA: dict = {
         'utc': _bool,
         'atTime': _at_time,
         'delay': _bool,
+        'logdir_mode': permission_mode,
+        'logfile_mode': permission_mode,
     },
 }
 
