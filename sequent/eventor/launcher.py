@@ -13,13 +13,35 @@ result pipe and each child's pidfd (or, without ``os.pidfd_open``, a ``SIGCHLD``
 never polls.  When the coordinator goes away (end of file on the socket) the launcher terminates its
 children (``SIGTERM``, then ``SIGKILL`` after a grace period), reaps them and exits; each child also
 asks the kernel for ``SIGKILL`` should the launcher itself die.
+
+Nothing a task starts outlives it.  Every task child leads a process group of its own
+(``setpgid`` in the child right after the fork and in the launcher, so the group exists before
+either acts), and every signal meant for a task goes to its whole group: ``signal_tasks``, ``stop``
+and the end of the coordinator.  When a task child has ended, the launcher sends ``SIGKILL`` to
+what is left of its group before it reaps the child (the unreaped child keeps the group id from
+being reused), so a program the task started and did not wait for ends with it.  Only a program
+that leaves the group on purpose (a new session or process group, as daemons do) escapes this.
+
+The launcher itself is not forked by the coordinator directly but by a *keeper*: a small process
+(also a fork of the coordinator) that is the launcher's parent and a child subreaper
+(``PR_SET_CHILD_SUBREAPER``).  The launcher lists the pid of every unreaped task child in a table
+in memory shared with the keeper.  Should the launcher die outright (``SIGKILL``, sent by
+``stop`` to an unresponsive launcher or by anyone else), the kernel hands its children to the
+keeper, which sends ``SIGKILL`` to the group of every listed child before it reaps it, tells the
+coordinator how the launcher ended (through a pipe: the launcher's pid at the start, its wait
+status at the end), and exits.  The keeper also reaps the programs orphaned inside task groups, so
+none is left a zombie.  It runs in a process group of its own, so a ``SIGKILL`` to the
+coordinator's whole group still leaves it to clean up; only a ``SIGKILL`` of the keeper itself
+(which sequent never sends) leaves the programs of running tasks to be ended by hand.
 """
 
 from __future__ import annotations
 
 import gc
+import mmap
 import os
 import pickle
+import select
 import selectors
 import signal
 import socket
@@ -49,6 +71,11 @@ _PROTOCOL = pickle.HIGHEST_PROTOCOL
 _ORPHAN_GRACE = 5.0            # seconds a task gets after SIGTERM when the coordinator vanished
 _STOP_MARGIN = 10.0            # seconds stop() waits beyond `grace` before it SIGKILLs the launcher
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+_PF_EXITING = 0x4              # /proc/PID/stat flags: the process has begun to exit
+_TABLE_SLOTS = 1 << 16         # task children the keeper can know of at once (256 KiB, touched as used)
+_KEEPER_DRAIN = 10             # seconds the keeper waits at most for killed processes to end
+_INT = struct.Struct('!i')     # keeper -> coordinator: the launcher's pid, then its wait status
 
 # Tests set this to False to exercise the SIGCHLD fallback; read by the launcher when it starts.
 _USE_PIDFD = hasattr(os, 'pidfd_open')
@@ -70,6 +97,7 @@ _SIGCHLD = int(signal.SIGCHLD)
 _SIG_DFL = int(signal.SIG_DFL)
 _SIG_IGN = int(signal.SIG_IGN)
 _SIGKILL = int(signal.SIGKILL)
+_SIGKILL_BIT = 1 << (_SIGKILL - 1)
 
 _SUCCESS = 'success'
 _FAILURE = 'failure'
@@ -251,15 +279,16 @@ def _flush_stdio(ignore: type[BaseException] = BaseException) -> None:
 class _Task:
     """A task child as the launcher tracks it, until it is reaped."""
 
-    __slots__ = ('task_id', 'pid', 'rfd', 'pidfd', 'buf', 'cmd')
+    __slots__ = ('task_id', 'pid', 'rfd', 'pidfd', 'buf', 'cmd', 'slot')
 
     def __init__(self, task_id: int | None, pid: int, rfd: int) -> None:
         self.task_id = task_id  # None: the spare child, not given a task yet
         self.cmd = -1           # the spare's command pipe, until a task is written to it
-        self.pid = pid
+        self.pid = pid          # also its process group id
         self.rfd = rfd          # result pipe, -1 once closed
         self.pidfd = -1         # -1 when closed or in SIGCHLD mode
         self.buf = bytearray()
+        self.slot = 0           # its entry in the table shared with the keeper; 0: none
 
 
 def _load_prctl() -> Callable[..., int] | None:
@@ -282,8 +311,12 @@ def _pidfd_works() -> bool:
     return True
 
 
-def _reset_inherited_signals() -> None:
-    """Drop the coordinator's Python signal handlers and wakeup fd; they mean nothing here."""
+def _reset_inherited_signals(mask: set[signal.Signals]) -> None:
+    """In the keeper (the launcher inherits it): drop the coordinator's Python signal handlers and
+    wakeup fd, which mean nothing here, then take ``mask``, the coordinator's signal mask.
+
+    start() forks with SIGINT and SIGTERM blocked, so neither can arrive before they are set here.
+    """
     signal.set_wakeup_fd(-1)
     for signum in signal.valid_signals():
         try:
@@ -291,12 +324,18 @@ def _reset_inherited_signals() -> None:
                 signal.signal(signum, signal.SIG_DFL)
         except (OSError, ValueError, RuntimeError):
             pass
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)     # a pending SIGINT is discarded here
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)    # SIG_IGN would reap children behind our back
+    # A task's group is not the terminal's foreground group: reading the terminal would stop it
+    # (SIGTTIN) and hang the run.  Ignored, such a read fails with EIO instead, and a write goes
+    # through even with ``stty tostop``.  Children, and programs they exec, inherit this.
+    signal.signal(signal.SIGTTIN, signal.SIG_IGN)
+    signal.signal(signal.SIGTTOU, signal.SIG_IGN)
     # A SIGTERM to the whole process group must not kill the launcher (and, through the
     # parent-death signal, every task at once): the coordinator decides, and ends the launcher
     # through its socket.  Blocked, not ignored, so a child only has to unblock it.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    signal.pthread_sigmask(signal.SIG_SETMASK, set(mask) | {signal.SIGTERM})
 
 
 def _raise_fd_limit() -> tuple[int, int] | None:
@@ -316,9 +355,12 @@ def _raise_fd_limit() -> tuple[int, int] | None:
 class _Launcher:
     """The launcher's event loop: forks task children, collects their outcomes, reports them."""
 
-    def __init__(self, sock: socket.socket, run_child: RunChild) -> None:
+    def __init__(self, sock: socket.socket, run_child: RunChild, table: memoryview,
+                 prctl: Callable[..., int] | None) -> None:
         self.sock = sock
         self.run_child = run_child
+        self.table = table      # [0]: slots in use so far; then the pids of unreaped children
+        self.free_slots: list[int] = []
         self.my_pid = os.getpid()
         self.sel = selectors.DefaultSelector()
         self.tasks: dict[int, _Task] = {}          # by pid, until reaped
@@ -333,9 +375,7 @@ class _Launcher:
         self.killed = False
         self.deadline = 0.0
         self.wake_r = self.wake_w = -1
-        self.prctl = _load_prctl()
-        if self.prctl is not None:
-            self.prctl(_PR_SET_PDEATHSIG, 0, 0, 0, 0)  # warm ctypes up: halves the call in children
+        self.prctl = prctl      # loaded (and warmed up: that halves the call in children) by the keeper
         self.old_nofile = _raise_fd_limit()
         self.resource = sys.modules.get('resource')
         self.use_pidfd = _pidfd_works()
@@ -445,12 +485,49 @@ class _Launcher:
     # -- stopping ----------------------------------------------------------------------------
 
     def _signal_all(self, signum: int) -> None:
-        """Send a signal to every task child not yet reaped (so its pid cannot have been reused)."""
+        """Send a signal to the process group of every task child not yet reaped.
+
+        An unreaped child keeps its pid, and so its group id, from being reused: the group is ours.
+        """
         for pid in list(self.tasks):
             try:
-                os.kill(pid, signum)
+                os.killpg(pid, signum)
             except (ProcessLookupError, PermissionError):
                 pass
+
+    def _end_group(self, task: _Task) -> None:
+        """Call just before reaping an ended task child: kill what is left of its group, unlist it.
+
+        SIGKILL, not SIGTERM then SIGKILL: the task has ended, so what is left is work nobody
+        waits for; a grace period would mean watching the group after its leader is reaped, when
+        its id no longer stays ours.  A program that must shut down cleanly is the task's to wait
+        for (SIGTERM reaches the whole group on every stop, while the task still lives).  The
+        spare child's group holds only itself until it runs a task.
+        """
+        try:
+            os.killpg(task.pid, _SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self._unlist(task)      # before the reap: a listed pid is always one not reaped yet
+
+    def _unlist(self, task: _Task) -> None:
+        """Free a child's slot in the table shared with the keeper."""
+        if task.slot:
+            self.table[task.slot] = 0
+            self.free_slots.append(task.slot)
+            task.slot = 0
+
+    def _list(self, pid: int) -> int:
+        """Enter a new child in the table shared with the keeper; its slot, or 0 when full."""
+        if self.free_slots:
+            slot = self.free_slots.pop()
+        else:
+            slot = self.table[0] + 1
+            if slot >= len(self.table):
+                return 0
+            self.table[0] = slot
+        self.table[slot] = pid
+        return slot
 
     def _begin_stop(self, grace: float) -> None:
         """SIGTERM the children now; the main loop SIGKILLs them once ``grace`` seconds have passed."""
@@ -531,10 +608,15 @@ class _Launcher:
                     body(wfd)
             finally:
                 os._exit(1)
+        try:        # the child does the same first thing: whichever runs first, the group exists
+            os.setpgid(pid, pid)    # before the launcher can signal it or the task can fork
+        except OSError:
+            pass
         os.close(wfd)
         os.set_blocking(rfd, False)
         self.fds.add(rfd)
         task = _Task(task_id, pid, rfd)
+        task.slot = self._list(pid)
         if task_id is None:
             os.close(crfd)
             task.cmd = cwfd
@@ -547,7 +629,7 @@ class _Launcher:
                 task.pidfd = os.pidfd_open(pid)
                 self.fds.add(task.pidfd)
             except OSError as exc:
-                os.kill(pid, signal.SIGKILL)
+                self._end_group(task)
                 self._finish(task, os.waitpid(pid, 0)[1], f'could not watch task process: {exc}')
                 return False
             self.sel.register(task.pidfd, selectors.EVENT_READ, (_EV_EXIT, task))
@@ -577,7 +659,8 @@ class _Launcher:
             os._exit(code)
 
     def _prepare_child(self) -> None:
-        """In a new child: die with the launcher, restore signals, close the launcher's fds."""
+        """In a new child: lead a process group, die with the launcher, restore signals, close fds."""
+        os.setpgid(0, 0)
         if self.prctl is not None:
             self.prctl(_PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0)
             if os.getppid() != self.my_pid:    # the launcher died before prctl took effect
@@ -628,9 +711,10 @@ class _Launcher:
                 task.buf += self.view[:n]
 
     def _on_pidfd(self, task: _Task) -> None:
-        """A child's pidfd is readable: it has ended, so reap it."""
+        """A child's pidfd is readable: it has ended, so end its group and reap it."""
         if task.pidfd < 0:
             return
+        self._end_group(task)
         try:
             pid, status = os.waitpid(task.pid, os.WNOHANG)
         except ChildProcessError:
@@ -646,13 +730,19 @@ class _Launcher:
         except (BlockingIOError, InterruptedError):
             pass
         while self.tasks:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+            try:    # find an ended child without reaping it, so that its group id stays ours
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 break
-            if pid == 0:
+            if info is None:
                 break
-            task = self.tasks.get(pid)
+            task = self.tasks.get(info.si_pid)
+            if task is not None:
+                self._end_group(task)
+            try:
+                _, status = os.waitpid(info.si_pid, 0)
+            except ChildProcessError:
+                continue
             if task is not None:
                 self._finish(task, status)
 
@@ -680,17 +770,171 @@ class _Launcher:
         self._report(task.task_id, task.pid, exitcode, signum, raw, error)
 
 
-def _launcher_main(sock: socket.socket, run_child: RunChild) -> NoReturn:
-    """Entry point of the forked launcher process; it only ever leaves through os._exit."""
+def _launcher_main(sock: socket.socket, run_child: RunChild, table: memoryview,
+                   prctl: Callable[..., int] | None) -> NoReturn:
+    """Entry point of the launcher process (forked by the keeper); it only ever leaves through os._exit."""
     code = 0
     try:
-        _reset_inherited_signals()
+        gc.freeze()   # a collection in a child then skips inherited objects: fewer copy-on-write faults
+        _Launcher(sock, run_child, table, prctl).run()
+    except BaseException:  # noqa: B036 - the launcher must never return into the coordinator's code
+        code = 70
+        try:
+            traceback.print_exc()
+            _flush_stdio()
+        except BaseException:  # noqa: B036
+            pass
+    finally:
+        os._exit(code)
+
+
+# --------------------------------------------------------------------------------------------
+# The keeper
+
+
+def _proc_stat(pid: int) -> tuple[str, int, int, int, int] | None:
+    """(state, parent pid, process group, flags, pending signals) of a process; None when gone."""
+    try:
+        with open(f'/proc/{pid}/stat', 'rb') as f:
+            stat = f.read()
+        fields = stat[stat.rindex(b')') + 2:].split()
+        return fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[6]), int(fields[28])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _children(pid: int) -> list[int]:
+    """The pids of a process's children, from /proc."""
+    try:
+        with open(f'/proc/{pid}/task/{pid}/children', 'rb') as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:    # a kernel without CONFIG_PROC_CHILDREN: look through every process
+        return [int(e) for e in os.listdir('/proc')
+                if e.isdigit() and (_proc_stat(int(e)) or ('', 0))[1] == pid]
+
+
+def _tell(fd: int, value: int) -> None:
+    """Send one number to the coordinator; it may be gone, which is no error here."""
+    try:
+        os.write(fd, _INT.pack(value))
+    except OSError:
+        pass
+
+
+class _Keeper:
+    """The launcher's parent and subreaper: it ends what the launcher's death leaves of the tasks.
+
+    While the launcher lives, the keeper only reaps what is orphaned below it (a program whose task
+    has ended and whose group the launcher killed), so none is left a zombie.  When the launcher
+    dies, the kernel hands its children to the keeper; the keeper kills the group of every one the
+    launcher listed as unreaped before reaping it.  It kills a group only while the group's leader is
+    its own unreaped child (checked in /proc), so the group id cannot be someone else's.
+    """
+
+    def __init__(self, launcher: int, table: memoryview) -> None:
+        self.me = os.getpid()
+        self.launcher = launcher
+        self.table = table
+
+    def wait_launcher(self) -> int:
+        """Reap the orphans handed to the keeper until the launcher ends; its wait status."""
+        while True:
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)   # found, not reaped yet
+            if info.si_pid == self.launcher:
+                return os.waitpid(self.launcher, 0)[1]
+            if info.si_pid in self._listed():   # a task child of a launcher that is dying
+                self._kill_group(info.si_pid)
+            try:
+                os.waitpid(info.si_pid, 0)
+            except ChildProcessError:
+                pass
+
+    def end_tasks(self) -> None:
+        """After the launcher's death: kill the group of every task child it left unreaped."""
+        for pid in self._listed():
+            self._kill_group(pid)
+
+    def drain(self) -> None:
+        """Reap the children that are ending (killed with their group); within _KEEPER_DRAIN s."""
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.alarm(_KEEPER_DRAIN)     # a process stuck in the kernel must not keep us (and stop())
+        reaped = True
+        while reaped:
+            reaped = False
+            for child in _children(self.me):
+                stat = _proc_stat(child)
+                if stat is None or stat[1] != self.me:
+                    continue
+                state, _, _, flags, pending = stat
+                if state in 'ZX' or flags & _PF_EXITING or pending & _SIGKILL_BIT:
+                    try:
+                        os.waitpid(child, 0)
+                        reaped = True
+                    except ChildProcessError:
+                        pass
+            # what is left lives on (a program that left its task's group): init inherits it
+
+    def _listed(self) -> set[int]:
+        """The pids the launcher listed as its unreaped task children."""
+        used = min(self.table[0], len(self.table) - 1)
+        return set(self.table[1:used + 1].tolist()) - {0}
+
+    def _kill_group(self, pid: int) -> None:
+        """SIGKILL the process group led by ``pid``, if ``pid`` is our own child not yet reaped."""
+        stat = _proc_stat(pid)
+        if stat is not None and stat[1] == self.me and stat[2] == pid:
+            try:
+                os.killpg(pid, _SIGKILL)
+            except OSError:
+                pass
+
+
+def _keeper_main(sock: socket.socket, report: int, run_child: RunChild,
+                 mask: set[signal.Signals]) -> NoReturn:
+    """Entry point of the keeper process (forked by start()); it only ever leaves through os._exit.
+
+    It forks the launcher, tells the coordinator the launcher's pid through ``report``, waits for
+    the launcher's end, ends the tasks it left, tells the coordinator the launcher's wait status,
+    reaps what it killed, and exits.
+    """
+    code = 0
+    try:
+        _reset_inherited_signals(mask)
         for other in list(_LIVE_SOCKETS):   # detach: the copied object must not close a reused fd
             if other.fileno() >= 0:
                 _close_quietly([other.detach()])
-        gc.freeze()   # a collection in a child then skips inherited objects: fewer copy-on-write faults
-        _Launcher(sock, run_child).run()
-    except BaseException:  # noqa: B036 - the launcher must never return into the coordinator's code
+        prctl = _load_prctl()
+        if prctl is not None:
+            prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)   # orphans below come to us, not to init
+            prctl(_PR_SET_PDEATHSIG, 0, 0, 0, 0)          # warm ctypes up for the task children
+        table = memoryview(mmap.mmap(-1, _TABLE_SLOTS * 4)).cast('i')   # shared with the launcher
+        gc.freeze()
+        try:
+            pid = os.fork()
+        except OSError:
+            _tell(report, 0)
+            raise
+        if pid == 0:
+            try:
+                os.close(report)
+            finally:
+                _launcher_main(sock, run_child, table, prctl)
+        # A group of its own: a signal to the coordinator's whole group (SIGKILL, SIGQUIT) that ends
+        # the launcher leaves the keeper to end the tasks.  The launcher stays in the coordinator's.
+        try:
+            os.setpgid(0, 0)
+        except OSError:
+            pass
+        sock.close()
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})  # a gone coordinator: EPIPE, no death
+        keeper = _Keeper(pid, table)
+        _tell(report, pid)
+        status = keeper.wait_launcher()
+        keeper.end_tasks()
+        _tell(report, status)
+        os.close(report)
+        keeper.drain()
+    except BaseException:  # noqa: B036 - the keeper must never return into the coordinator's code
         code = 70
         try:
             traceback.print_exc()
@@ -708,6 +952,9 @@ def _launcher_main(sock: socket.socket, run_child: RunChild) -> NoReturn:
 class ProcessLauncher:
     """Runs each task in its own forked process, by way of one launcher process forked early.
 
+    Each task process leads a process group; nothing left in it outlives the task (see the module's
+    docstring, which also describes the keeper, the launcher's parent).
+
     Use from the coordinator: ``start()`` before any thread or database exists, then ``launch()``
     tasks, select on ``fileno()`` and ``collect()`` completions, and ``stop()`` at the end.  Methods
     are serialized by a lock, but the class is meant for one coordinating thread.
@@ -720,7 +967,11 @@ class ProcessLauncher:
         self._name = name
         self._lock = threading.RLock()
         self._sock: socket.socket | None = None
-        self._pid: int | None = None
+        self._keeper: int | None = None       # the keeper's pid: the launcher's parent, our child
+        self._keeper_reaped = False
+        self._report_fd = -1                  # from the keeper: the launcher's pid, its wait status
+        self._report = bytearray()
+        self._pid: int | None = None          # the launcher's pid, once the keeper told it
         self._stopped = False
         self._dead = False                    # the launcher ended and was reaped
         self._death: tuple[int | None, int | None] = (None, None)
@@ -733,35 +984,48 @@ class ProcessLauncher:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Fork the launcher process now (once; later calls do nothing)."""
+        """Fork the keeper, which forks the launcher, now (once; later calls do nothing)."""
         with self._lock:
-            if self._pid is not None or self._stopped:
+            if self._keeper is not None or self._stopped:
                 if self._stopped:
                     raise RuntimeError(f'{self._name}: cannot start a stopped launcher')
                 return
             _flush_stdio(Exception)   # else the launcher and each task would write it out again
             mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            report_r, report_w = os.pipe()
+            # SIGINT and SIGTERM stay blocked across the fork: the keeper sets its dispositions
+            # before it unblocks them, so a signal sent right after start() cannot find it (or the
+            # launcher it forks) still running the coordinator's handlers.
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
             try:
                 pid = os.fork()
             except BaseException:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                 mine.close()
                 theirs.close()
+                _close_quietly([report_r, report_w])
                 raise
             if pid == 0:
                 try:
                     mine.close()
+                    os.close(report_r)
                 finally:
-                    _launcher_main(theirs, self._run_child)
+                    _keeper_main(theirs, report_w, self._run_child, mask)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             theirs.close()
+            os.close(report_w)
             self._sock = mine
-            self._pid = pid
+            self._keeper = pid
+            self._report_fd = report_r
             _LIVE_SOCKETS.add(mine)
 
     def stop(self, grace: float = 5.0) -> list[Completion]:
         """End the launcher and return the completions not collected yet.
 
-        Running tasks get SIGTERM, then SIGKILL after ``grace`` seconds; the launcher reaps them and
-        reports them (as failures), then exits and is reaped here.  Idempotent.
+        Running tasks get SIGTERM, then SIGKILL after ``grace`` seconds, each with its whole process
+        group (what it started); the launcher reaps them and reports them (as failures), then exits.
+        A launcher that does not end within ``grace`` + _STOP_MARGIN seconds is SIGKILLed, and its
+        keeper kills the groups of the tasks it left.  The keeper is reaped here.  Idempotent.
         """
         with self._lock:
             if self._stopped:
@@ -777,6 +1041,7 @@ class ProcessLauncher:
                     pass
                 self._read_until_eof(out, max(0.0, grace) + _STOP_MARGIN)
                 self._launcher_gone(out)
+            self._reap_keeper(block=True)
             _LIVE_SOCKETS.discard(self._sock)
             self._sock.close()
             return out
@@ -803,13 +1068,19 @@ class ProcessLauncher:
 
     @property
     def pid(self) -> int | None:
-        """The launcher's process id, once started."""
-        return self._pid
+        """The launcher's process id, once started (None if it could not be forked)."""
+        with self._lock:
+            return self._launcher_pid()
+
+    @property
+    def keeper_pid(self) -> int | None:
+        """The keeper's process id, once started: the launcher's parent, which outlives it briefly."""
+        return self._keeper
 
     @property
     def alive(self) -> bool:
         """Started, not stopped, and not seen dead by collect() (a death is noticed on collect)."""
-        return self._pid is not None and not self._stopped and not self._dead
+        return self._keeper is not None and not self._stopped and not self._dead
 
     # -- tasks -------------------------------------------------------------------------------
 
@@ -849,7 +1120,8 @@ class ProcessLauncher:
             return out
 
     def signal_tasks(self, signum: int) -> None:
-        """Send ``signum`` to every running task process (for instance SIGINT to interrupt them)."""
+        """Send ``signum`` to the process group of every running task: the task and the programs it
+        started (for instance SIGINT to interrupt them)."""
         with self._lock:
             sock = self._require_started()
             if self._dead:
@@ -912,7 +1184,7 @@ class ProcessLauncher:
 
     def _read_until_eof(self, out: list[Completion], timeout: float) -> None:
         """Collect until the launcher closes its end; SIGKILL it if it takes more than ``timeout``."""
-        assert self._sock is not None and self._pid is not None
+        assert self._sock is not None and self._keeper is not None
         deadline = time.monotonic() + timeout
         killed = False
         with selectors.DefaultSelector() as sel:
@@ -922,8 +1194,10 @@ class ProcessLauncher:
                 if remaining <= 0:
                     if killed:
                         return
+                    # Its children follow (parent-death signal), and the keeper, to which the kernel
+                    # hands them, kills their process groups: nothing the tasks started survives.
                     try:
-                        os.kill(self._pid, signal.SIGKILL)   # its children follow (parent-death signal)
+                        os.kill(self._launcher_pid() or self._keeper, signal.SIGKILL)
                     except ProcessLookupError:
                         pass
                     killed = True
@@ -932,17 +1206,60 @@ class ProcessLauncher:
                 sel.select(remaining)
 
     def _launcher_gone(self, out: list[Completion]) -> None:
-        """Reap the launcher and fail every task it had not reported."""
-        assert self._pid is not None
-        try:
-            _, status = os.waitpid(self._pid, 0)
-            self._death = _decode_status(status)
-        except ChildProcessError:
-            self._death = (None, None)
+        """Learn how the launcher ended (from its keeper) and fail every task it had not reported."""
+        self._read_report(2 * _INT.size, _STOP_MARGIN)
+        if len(self._report) >= 2 * _INT.size:
+            status = _INT.unpack_from(self._report, _INT.size)[0]
+            self._reap_keeper(block=False)      # else stop() reaps it
+        else:       # the keeper could not fork the launcher, or died itself: its own end tells
+            status = self._reap_keeper(block=True)
+        self._death = _decode_status(status) if status is not None else (None, None)
         self._dead = True
         for task_id in sorted(self._running):
             out.append(self._lost(task_id, 'task lost'))
         self._running.clear()
+
+    def _launcher_pid(self) -> int | None:
+        """The launcher's pid: the first number on the keeper's pipe, sent right after its fork."""
+        if self._pid is None and self._keeper is not None:
+            self._read_report(_INT.size, _STOP_MARGIN)
+            if len(self._report) >= _INT.size:
+                self._pid = _INT.unpack_from(self._report)[0] or None
+        return self._pid
+
+    def _read_report(self, size: int, timeout: float) -> None:
+        """Read the keeper's pipe until ``size`` bytes have come in all, its end, or ``timeout``."""
+        if self._report_fd < 0:
+            return
+        poller = select.poll()
+        poller.register(self._report_fd, select.POLLIN)
+        deadline = time.monotonic() + timeout
+        while len(self._report) < size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not poller.poll(remaining * 1000):
+                return
+            data = os.read(self._report_fd, size - len(self._report))
+            if not data:
+                os.close(self._report_fd)
+                self._report_fd = -1
+                return
+            self._report += data
+
+    def _reap_keeper(self, block: bool) -> int | None:
+        """Reap the keeper (it exits soon after the launcher); its wait status, if reaped now."""
+        if self._keeper is None or self._keeper_reaped:
+            return None
+        try:
+            pid, status = os.waitpid(self._keeper, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            pid, status = self._keeper, None
+        if not pid:
+            return None
+        self._keeper_reaped = True
+        if self._report_fd >= 0:
+            os.close(self._report_fd)
+            self._report_fd = -1
+        return status
 
     def _lost(self, task_id: int, what: str) -> Completion:
         """A failure for a task the launcher can no longer run or report."""
