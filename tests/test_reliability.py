@@ -554,3 +554,14 @@ def test_a_new_store_file_is_private(tmp_path):
     flow.add_step('a', func=print, args=('',))
     assert flow.run()
     assert (shared.stat().st_mode & 0o777) == 0o640
+
+
+def test_a_store_whose_first_run_died_before_its_tables_reads_as_empty(tmp_path):
+    """A coordinator killed right after creating the store file leaves an empty database: no runs,
+    not an error, and reading it still creates nothing."""
+    path = tmp_path / 'store.db'
+    path.touch()
+    assert seq.list_runs(str(path)) == []
+    with pytest.raises(seq.SequentError, match="no run 'r1'"):
+        seq.run_tasks(str(path), 'r1')
+    assert path.stat().st_size == 0

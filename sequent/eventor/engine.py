@@ -400,7 +400,7 @@ class Eventor:
             target = store.target
             # lock first, then read: what a recovery reads is then what it runs against
             doing = "taking the run's lock"
-            token = my_token(launcher.pid if launcher is not None else None)
+            token = my_token(launcher.keeper_pid if launcher is not None else None)
             self._take_lock(store, token, log)
             locked = token
             runlock.ACTIVE.add(run_id)

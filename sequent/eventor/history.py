@@ -80,6 +80,9 @@ def open_store(store: Any, config: Any = None) -> Store:
 def list_runs(store: Any, *, flow: Optional[str] = None, config: Any = None) -> list[RunInfo]:
     """The runs kept in ``store`` (of ``flow`` when given), oldest first."""
     opened = open_store(store, config)
+    if opened.empty:
+        opened.dispose()
+        return []
     try:
         return [RunInfo(run_id=r.run_id, flow=r.flow, recoveries=r.recovery, started=_when(r.started),
                         ended=_when(r.ended), outcome=_outcome(opened, r), host=r.host, program=r.program)
@@ -100,7 +103,7 @@ def run_tasks(store: Any, run_id: str, *, recovery: Optional[int] = None, config
     """The tasks of run ``run_id`` (of one attempt when ``recovery`` is given), in the order created."""
     opened = open_store(store, config)
     try:
-        if opened.get_run(run_id) is None:
+        if opened.empty or opened.get_run(run_id) is None:
             raise EventorError(f"no run {run_id!r} in store {opened.target.display}")
         return [TaskInfo(step=t.step, sequence=t.sequence, recovery=t.recovery, status=t.status,
                          skipped=bool(t.skipped), started=_when(t.started), ended=_when(t.ended), host=t.host,

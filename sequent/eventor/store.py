@@ -222,6 +222,7 @@ class Store:
         self.busy_timeout = float(busy_timeout)
         self.mode = mode
         self.readonly = readonly
+        self.empty = False  # read-only and holding no tables at all: it has no runs
         self._engine: Optional[sa.Engine] = None
         self._conn: Optional[sa.Connection] = None
 
@@ -311,10 +312,17 @@ class Store:
         except sa.exc.DBAPIError as exc:
             conn.rollback()
             what, _ = describe_fault(exc, busy_timeout=self.busy_timeout)
-            if what.startswith("the store's database failed"):  # no such table: someone else's database
+            if not what.startswith("the store's database failed"):
+                raise self.fault(exc, "reading it") from exc
+            try:
+                tables = sa.inspect(conn).get_table_names(schema=self.target.schema)
+            finally:
+                conn.rollback()
+            if tables:  # no sequent tables, but others: someone else's database
                 raise EventorError(f"{self.target.display} is not a sequent store (it has no sequent tables)") \
                     from None
-            raise self.fault(exc, "reading it") from exc
+            self.empty = True  # a store whose first run died before making its tables: no runs yet
+            return
         conn.rollback()
         if row is None:
             raise EventorError(f"{self.target.display} is not a sequent store (it has no schema version)")
