@@ -81,7 +81,8 @@ class Eventor:
         base = os.path.basename(self.program_file) if self.program_file else ""
         self.name = name or (base if base and not base.startswith("<") else "eventor")
         problem = name_problem(self.name, "flow name") or (
-            None if run_id is None else name_problem(run_id, "run_id", RUN_ID_LIMIT))
+            None if run_id is None else name_problem(run_id, "run_id", RUN_ID_LIMIT)) or (
+            None if host is None else name_problem(host, "host"))
         if problem:
             raise EventorError(problem)
         self.config = _config.load_config(config, config_tag)
