@@ -565,3 +565,18 @@ def test_a_store_whose_first_run_died_before_its_tables_reads_as_empty(tmp_path)
     with pytest.raises(seq.SequentError, match="no run 'r1'"):
         seq.run_tasks(str(path), 'r1')
     assert path.stat().st_size == 0
+
+
+def test_a_store_whose_first_run_died_while_making_its_tables_reads_as_empty(tmp_path):
+    """Tables made but no schema version written yet: no runs, and the next run completes the store."""
+    from sequent.eventor.store import metadata
+    import sqlalchemy as sa
+    path = tmp_path / 'store.db'
+    engine = sa.create_engine(f'sqlite:///{path}')
+    metadata.create_all(engine)
+    engine.dispose()
+    assert seq.list_runs(str(path)) == []
+    flow = seq.Sequent('half', store=str(path), run_id='r1', config=config(tmp_path, task_construct='thread'))
+    flow.add_step('a', func=print, args=('',))
+    assert flow.run()
+    assert [r.run_id for r in seq.list_runs(str(path))] == ['r1']

@@ -31,6 +31,9 @@ if TYPE_CHECKING:  # imported when a run starts: `import sequent` stays light
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+#: Seconds a run that failed on its store keeps trying to record its end there.
+_CLOSE_TRIES_FOR = 5.0
+
 EventRef = Union[EventDef, str]
 _NO_KWARGS: Mapping[str, Any] = {}  # shared by the steps without kwargs; never changed
 StepRef = Union[StepDef, str]
@@ -514,13 +517,21 @@ class Eventor:
         """After an error mid-run: record the attempt as ended in error, if the store still allows it."""
         if store is None:
             return
-        try:
-            store.close()
-            store.open().end_attempt(*attempt, "error", close_run=not (lease is not None and lease.lost))
-        except Exception as exc:  # the store is still away: the run reads as abandoned until recovered
-            if logs is not None:
-                logging.getLogger(logs.logger_name).error(
-                    "Could not record the end of run %r in its store: %s", attempt[0], exc)
+        deadline = time.monotonic() + _CLOSE_TRIES_FOR
+        delay = 0.1
+        while True:  # a restarted server or a released lock usually lets it through within seconds
+            try:
+                store.close()
+                store.open().end_attempt(*attempt, "error", close_run=not (lease is not None and lease.lost))
+                return
+            except Exception as exc:  # the store is still away: the run reads as abandoned until recovered
+                if time.monotonic() + delay > deadline:
+                    if logs is not None:
+                        logging.getLogger(logs.logger_name).error(
+                            "Could not record the end of run %r in its store: %s", attempt[0], exc)
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
 
     @staticmethod
     def _reraise(signum: int) -> None:

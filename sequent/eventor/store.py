@@ -324,8 +324,9 @@ class Store:
             self.empty = True  # a store whose first run died before making its tables: no runs yet
             return
         conn.rollback()
-        if row is None:
-            raise EventorError(f"{self.target.display} is not a sequent store (it has no schema version)")
+        if row is None:  # the tables of a store whose first run died while making them: no runs yet
+            self.empty = True
+            return
         if int(row[0]) > SCHEMA_VERSION:
             raise EventorError(
                 f"store {self.target.display} was written by a newer sequent (schema version {row[0]}); "
