@@ -580,3 +580,30 @@ def test_a_store_whose_first_run_died_while_making_its_tables_reads_as_empty(tmp
     flow.add_step('a', func=print, args=('',))
     assert flow.run()
     assert [r.run_id for r in seq.list_runs(str(path))] == ['r1']
+
+
+def test_reading_a_foreign_or_empty_postgresql_database_changes_nothing(postgres_database):
+    import sqlalchemy as sa
+    assert seq.list_runs(postgres_database) == []  # empty: no runs, and no tables made
+    engine = sa.create_engine(postgres_database)
+    try:
+        with engine.connect() as conn:
+            assert sa.inspect(conn).get_table_names() == []
+            conn.execute(sa.text('CREATE TABLE customers (id integer)'))
+            conn.commit()
+        with pytest.raises(seq.SequentError, match='not a sequent store'):
+            seq.list_runs(postgres_database)
+        with engine.connect() as conn:
+            assert sa.inspect(conn).get_table_names() == ['customers']
+    finally:
+        engine.dispose()
+
+
+def test_a_missing_postgresql_database_is_a_clear_error(postgres_url, tmp_path):
+    import sqlalchemy as sa
+    url = sa.engine.make_url(postgres_url).set(database='no_such_db').render_as_string(hide_password=False)
+    flow = seq.Sequent('nodb', store=url, config=config(tmp_path, task_construct='thread'))
+    flow.add_step('a', func=print)
+    with pytest.raises(seq.SequentError, match='refused this login or database name') as info:
+        flow.run()
+    assert 'sequent:***@' in str(info.value) or '***' in str(info.value)

@@ -158,13 +158,13 @@ _FAULTS = (
     (("file is not a database", "malformed", "not a database"),
      "the store file is not a SQLite database, or is damaged",
      "point the flow at its own store file"),
+    (("authentication failed", "no password supplied", 'role "', 'database "'),
+     "the store's database refused this login or database name", "check the URL or DATABASES entry"),
     (("connection refused", "could not connect", "server closed the connection", "terminating connection",
       "the database system is", "connection is closed", "consuming input failed", "connection timeout",
       "could not translate host name", "connection to server", "ssl syscall"),
      "the connection to the store's database server failed or was lost (was it down or restarted?)",
      "check that the server is up and reachable"),
-    (("password authentication failed", "role ", "does not exist"),
-     "the store's database refused this login or database name", "check the URL or DATABASES entry"),
 )
 
 
