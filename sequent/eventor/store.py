@@ -228,8 +228,10 @@ class Store:
 
     def is_fault(self, exc: BaseException) -> bool:
         """True for an error of the database or its file system (not of the engine's own logic)."""
-        if isinstance(exc, (sa.exc.SQLAlchemyError, OSError)):
+        if isinstance(exc, sa.exc.SQLAlchemyError):
             return True
+        if isinstance(exc, OSError):  # only what a file system says of the store (not, say, a failed fork)
+            return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO)
         engine = self._engine
         dbapi = getattr(engine.dialect, "dbapi", None) if engine is not None else None
         if dbapi is not None and isinstance(exc, getattr(dbapi, "Error", ())):
