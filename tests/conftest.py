@@ -101,6 +101,17 @@ def postgres_database(postgres_url: str) -> Iterator[str]:
             drop_database(postgres_url, name)
 
 
+@pytest.fixture(params=["pidfd", "sigchld"])
+def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a launcher test with pidfds and again with the SIGCHLD-wakeup fallback."""
+    from sequent.eventor import launcher
+
+    if request.param == "pidfd" and not hasattr(os, "pidfd_open"):
+        pytest.skip("os.pidfd_open not available")
+    monkeypatch.setattr(launcher, "_USE_PIDFD", request.param == "pidfd")
+    return request.param
+
+
 @dataclass
 class StoreUnderTest:
     """A store for one test: what to pass as ``store=`` (a SQLite path or a PostgreSQL URL)."""

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from sequent.eventor import launcher as launcher_mod
 from sequent.eventor.launcher import Completion, ProcessLauncher
 
 REPO = Path(__file__).resolve().parents[1]
@@ -155,15 +154,6 @@ def pidfds_of(pid: int) -> int:
         except OSError:
             pass
     return count
-
-
-@pytest.fixture(params=['pidfd', 'sigchld'])
-def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a test with pidfds and again with the SIGCHLD-wakeup fallback."""
-    if request.param == 'pidfd' and not hasattr(os, 'pidfd_open'):
-        pytest.skip('os.pidfd_open not available')
-    monkeypatch.setattr(launcher_mod, '_USE_PIDFD', request.param == 'pidfd')
-    return request.param
 
 
 @pytest.fixture

@@ -155,15 +155,6 @@ def our_children() -> list[int]:
     return [int(e) for e in os.listdir('/proc') if e.isdigit() and (proc_stat(int(e)) or ('', 0))[1] == me]
 
 
-@pytest.fixture(params=['pidfd', 'sigchld'])
-def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a test with pidfds and again with the SIGCHLD-wakeup fallback."""
-    if request.param == 'pidfd' and not hasattr(os, 'pidfd_open'):
-        pytest.skip('os.pidfd_open not available')
-    monkeypatch.setattr(launcher_mod, '_USE_PIDFD', request.param == 'pidfd')
-    return request.param
-
-
 @pytest.fixture
 def launcher(mode: str):
     """A started launcher, stopped afterwards; the test must not outlive TEST_LIMIT."""

@@ -773,11 +773,19 @@ class _Launcher:
 def _launcher_main(sock: socket.socket, run_child: RunChild, table: memoryview,
                    prctl: Callable[..., int] | None) -> NoReturn:
     """Entry point of the launcher process (forked by the keeper); it only ever leaves through os._exit."""
-    code = 0
-    try:
+    def body() -> None:
         gc.freeze()   # a collection in a child then skips inherited objects: fewer copy-on-write faults
         _Launcher(sock, run_child, table, prctl).run()
-    except BaseException:  # noqa: B036 - the launcher must never return into the coordinator's code
+    _exit_after(body)
+
+
+def _exit_after(body: Callable[[], None]) -> NoReturn:
+    """Run a forked process's ``body``, then leave through os._exit: 0, or 70 with the traceback
+    printed when it raised; a fork must never return into the code it was forked from."""
+    code = 0
+    try:
+        body()
+    except BaseException:  # noqa: B036 - whatever happens, the fork ends here
         code = 70
         try:
             traceback.print_exc()
@@ -897,8 +905,7 @@ def _keeper_main(sock: socket.socket, report: int, run_child: RunChild,
     the launcher's end, ends the tasks it left, tells the coordinator the launcher's wait status,
     reaps what it killed, and exits.
     """
-    code = 0
-    try:
+    def body() -> None:
         _reset_inherited_signals(mask)
         for other in list(_LIVE_SOCKETS):   # detach: the copied object must not close a reused fd
             if other.fileno() >= 0:
@@ -934,15 +941,7 @@ def _keeper_main(sock: socket.socket, report: int, run_child: RunChild,
         _tell(report, status)
         os.close(report)
         keeper.drain()
-    except BaseException:  # noqa: B036 - the keeper must never return into the coordinator's code
-        code = 70
-        try:
-            traceback.print_exc()
-            _flush_stdio()
-        except BaseException:  # noqa: B036
-            pass
-    finally:
-        os._exit(code)
+    _exit_after(body)
 
 
 # --------------------------------------------------------------------------------------------
