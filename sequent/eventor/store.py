@@ -161,7 +161,7 @@ _FAULTS = (
     (("authentication failed", "no password supplied", 'role "', 'database "'),
      "the store's database refused this login or database name", "check the URL or DATABASES entry"),
     (("connection refused", "could not connect", "server closed the connection", "terminating connection",
-      "the database system is", "connection is closed", "consuming input failed", "connection timeout",
+      "the database system is", "connection is closed", "connection is lost", "connection already closed", "consuming input failed", "connection timeout",
       "could not translate host name", "connection to server", "ssl syscall"),
      "the connection to the store's database server failed or was lost (was it down or restarted?)",
      "check that the server is up and reachable"),
