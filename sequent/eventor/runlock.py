@@ -100,12 +100,12 @@ def describe(holder: Any) -> str:
             f"(since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder.acquired))})")
 
 
-def _clock() -> float:
-    """Seconds on a clock that also counts time the process or machine was stopped."""
-    try:
-        return time.clock_gettime(time.CLOCK_BOOTTIME)
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return time.monotonic()
+def _boottime() -> float:
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+#: Seconds on a clock that also counts time the process or machine was stopped.
+_clock: Callable[[], float] = _boottime if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic
 
 
 class Lease:
@@ -147,7 +147,9 @@ class Lease:
         """True when the run is still ours: may the coordinator start tasks now?"""
         if self.lost:
             return False
-        if self.age() < self.fresh_for:
+        mono, wall = self._confirmed  # inline age(): this runs before every launch
+        fresh = self.stale_after / 2
+        if _clock() - mono < fresh and time.time() - wall < fresh:
             return True
         return self.confirm()
 
