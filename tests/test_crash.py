@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 import sequent as seq
+from procs import all_pids, group_alive, is_alive, proc_stat
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(__file__).resolve().parent / 'crashflow.py'
@@ -146,27 +147,6 @@ def flows(tmp_path):
             flow.cleanup()
 
 
-def proc_stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, ppid, pgrp) of a process, or None when it is gone."""
-    try:
-        with open(f'/proc/{pid}/stat') as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(')') + 2:].split()
-    return fields[0], int(fields[1]), int(fields[2])
-
-
-def is_alive(pid: int) -> bool:
-    """Not gone and not a zombie (a zombie has ended; only its parent has not reaped it)."""
-    stat = proc_stat(pid)
-    return stat is not None and stat[0] not in ('Z', 'X')
-
-
-def all_pids() -> list[int]:
-    return [int(entry) for entry in os.listdir('/proc') if entry.isdigit()]
-
-
 def descendants(root: int) -> set[int]:
     """Every live process below ``root``."""
     children: dict[int, list[int]] = {}
@@ -181,16 +161,6 @@ def descendants(root: int) -> set[int]:
                 found.add(child)
                 todo.append(child)
     return found
-
-
-def group_alive(pgrp: int) -> set[int]:
-    """Live (not zombie) processes of a process group."""
-    alive = set()
-    for pid in all_pids():
-        stat = proc_stat(pid)
-        if stat is not None and stat[2] == pgrp and stat[0] not in ('Z', 'X'):
-            alive.add(pid)
-    return alive
 
 
 def wait_gone(pids: set[int], pgrp: int | None, timeout: float) -> set[int]:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from sequent.eventor.launcher import Completion, ProcessLauncher
+from procs import wait_for
+from sequent.eventor.launcher import ProcessLauncher
 
 REPO = Path(__file__).resolve().parents[1]
 BIG_SIZE = 3 * 1024 * 1024 + 17
@@ -81,22 +82,6 @@ def run_child(step_index: int, sequence: tuple, payload: dict) -> tuple[str, str
 
 # --------------------------------------------------------------------------------------------
 # Helpers
-
-
-def wait_for(launcher: ProcessLauncher, n: int, timeout: float = 30.0) -> list[Completion]:
-    """Select on the launcher until ``n`` completions are collected; fail (not hang) on timeout."""
-    got: list[Completion] = []
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as sel:
-        sel.register(launcher.fileno(), selectors.EVENT_READ)
-        while len(got) < n:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                pytest.fail(f'only {len(got)} of {n} completions within {timeout}s: {got!r:.2000}')
-            sel.select(remaining)
-            got += launcher.collect()
-    assert len(got) == n, got
-    return got
 
 
 def wait_file(path: Path, timeout: float = 20.0) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
 import signal
 import subprocess
 import sys
@@ -23,8 +22,9 @@ from typing import Callable
 import pytest
 
 from guard import alarm
+from procs import group_alive, is_alive, proc_stat, wait_for
 from sequent.eventor import launcher as launcher_mod
-from sequent.eventor.launcher import Completion, ProcessLauncher
+from sequent.eventor.launcher import ProcessLauncher
 
 REPO = Path(__file__).resolve().parents[1]
 GONE_WITHIN = 10.0        # seconds a process that was killed gets to be seen gone
@@ -66,34 +66,6 @@ def run_child(step_index: int, sequence: tuple, payload: dict) -> tuple[str, str
 # Helpers
 
 
-def proc_stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, parent pid, process group) of a process, or None when it is gone."""
-    try:
-        with open(f'/proc/{pid}/stat') as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(')') + 2:].split()
-    return fields[0], int(fields[1]), int(fields[2])
-
-
-def is_alive(pid: int) -> bool:
-    """Exists and has not ended (a zombie has ended)."""
-    stat = proc_stat(pid)
-    return stat is not None and stat[0] not in ('Z', 'X')
-
-
-def group_alive(pgrp: int) -> set[int]:
-    """The live processes of a process group."""
-    alive = set()
-    for entry in os.listdir('/proc'):
-        if entry.isdigit():
-            stat = proc_stat(int(entry))
-            if stat is not None and stat[2] == pgrp and stat[0] not in ('Z', 'X'):
-                alive.add(int(entry))
-    return alive
-
-
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = GONE_WITHIN) -> None:
     """Poll ``condition`` (the death of a process that is not our child gives no event to wait on)."""
     deadline = time.monotonic() + timeout
@@ -132,21 +104,6 @@ def assert_all_gone(pids: dict, timeout: float = GONE_WITHIN) -> None:
     wait_until(lambda: not any(is_alive(p) for p in procs) and not group_alive(pids['task']),
                f'the processes of task group {pids["task"]} ({pids}) gone '
                f'(alive: {[p for p in procs if is_alive(p)]} + group {group_alive(pids["task"])})', timeout)
-
-
-def wait_for(launcher: ProcessLauncher, n: int, timeout: float = 30.0) -> list[Completion]:
-    """Select on the launcher until ``n`` completions are collected."""
-    got: list[Completion] = []
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as sel:
-        sel.register(launcher.fileno(), selectors.EVENT_READ)
-        while len(got) < n:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                pytest.fail(f'only {len(got)} of {n} completions within {timeout} s: {got!r:.2000}')
-            sel.select(remaining)
-            got += launcher.collect()
-    return got
 
 
 def our_children() -> list[int]:

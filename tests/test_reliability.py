@@ -607,3 +607,12 @@ def test_a_missing_postgresql_database_is_a_clear_error(postgres_url, tmp_path):
     with pytest.raises(seq.SequentError, match='refused this login or database name') as info:
         flow.run()
     assert 'sequent:***@' in str(info.value) or '***' in str(info.value)
+
+
+def test_a_databases_entry_with_a_bad_port_is_a_clear_error(tmp_path):
+    cfg = config(tmp_path, task_construct='thread',
+                 DATABASES={'flows': {'dialect': 'postgresql', 'host': '127.0.0.1', 'port': 'abc', 'database': 'x'}})
+    flow = seq.Sequent('url', store='flows', config=cfg)
+    flow.add_step('a', func=print)
+    with pytest.raises(seq.SequentError, match="DATABASES entry 'flows' does not make a valid URL"):
+        flow.run()

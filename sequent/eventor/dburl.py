@@ -72,6 +72,7 @@ def _from_url(text: str) -> StoreTarget:
 
 def _from_entry(name: str, entry: Any) -> StoreTarget:
     from sqlalchemy.engine import URL
+    from sqlalchemy.exc import ArgumentError
 
     """A ``DATABASES`` entry: URL parts, ``drivername``, ``schema``; other keys go to create_engine."""
     if not isinstance(entry, Mapping):
