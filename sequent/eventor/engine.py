@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Un
 
 from . import config as _config
 from .conditions import Condition, simplify, to_condition
-from .context import install_thread_environ, uninstall_thread_environ
 from .runlock import my_token
 from .dburl import default_store_path, resolve_store
 from . import runlock
@@ -22,7 +21,8 @@ from .errors import EventorError, FlowChangedWarning
 from .logs import HOST, RunLogging, flow_logger_name, task_logger_name
 from .model import (DEFAULT_RECOVERY, Assoc, EventDef, PoolDef, Program, RunMode, StepConfig, StepDef,
                     StepReplay, StepStatus, TaskConstruct, parse_sequence, repeats_problem)
-from .runners import run_step
+from .outcome import RunEnd
+from .runners import Inbox
 from .text import DEPTH_LIMIT, RUN_ID_LIMIT, name_problem
 
 if TYPE_CHECKING:  # imported when a run starts: `import sequent` stays light
@@ -371,13 +371,17 @@ class Eventor:
         lease: Optional[runlock.Lease] = None
         beat_conn = None
         logs: Optional[RunLogging] = None
-        launcher = None
-        # thread and invoke tasks share this process: they see their variables through an overlay
-        threaded = bool(self.program.has_steps_of & {TaskConstruct.thread, TaskConstruct.invoke})
-        # the launcher is forked before the store is opened (and so before SQLAlchemy is even
-        # imported, for a restart): it holds no database connection, and is small to fork from
-        forks = TaskConstruct.process in self.program.has_steps_of
-        outcome = "failure"
+        from .executors import ExecutorSetup, make_executors  # imported when a run starts
+
+        inbox = Inbox()
+        executors = make_executors(self.program.has_steps_of, ExecutorSetup(
+            name=self.name, steps=self.program.step_list, report=inbox.put,
+            on_task_start=lambda name: logs.task_started(name) if logs is not None else None))
+        started: list = []  # the executors started, stopped in reverse order
+        # executors start before the store is opened (and so before SQLAlchemy is even imported,
+        # for a restart): one that forks then holds no database connection, and is small to fork from
+        forks = any(ex.forks for ex in executors.values())
+        outcome: RunEnd = RunEnd.failure
         attempt: Optional[tuple[str, int]] = None  # (run_id, recovery) once its row is written and not yet ended
         scheduler: Optional[Scheduler] = None
         doing = "opening it"
@@ -395,16 +399,15 @@ class Eventor:
             logs = RunLogging(logger_name, self.config["LOGGING"])
             log = logs.start()
             log.info("Process PID: %s; run_id: '%s'.", os.getpid(), run_id)
-            if threaded:
-                install_thread_environ()
-            if forks:
-                launcher = self._start_launcher(logs)
+            for ex in executors.values():
+                ex.start()
+                started.append(ex)
             doing = "opening it"
             store = store.open() if store is not None else self._open_store()
             target = store.target
             # lock first, then read: what a recovery reads is then what it runs against
             doing = "taking the run's lock"
-            token = my_token(launcher.keeper_pid if launcher is not None else None)
+            token = my_token(next((ex.holder_pid for ex in started if ex.holder_pid is not None), None))
             self._take_lock(store, token, log)
             locked = token
             runlock.ACTIVE.add(run_id)
@@ -425,7 +428,7 @@ class Eventor:
                 recovery=self.recovery, envvar_prefix=self.config["envvar_prefix"],
                 max_concurrent=self.config["max_concurrent"],
                 task_logger=lambda step, seq: task_logger_name(logger_name, step, seq),
-                launcher=launcher, on_task_start=logs.task_started, on_task_end=logs.task_ended,
+                executors=executors, inbox=inbox, on_task_start=logs.task_started, on_task_end=logs.task_ended,
                 max_loops=max_loops, previous=previous, previous_delays=previous_delays,
                 grace=float(self.config["shutdown_grace"]))
             if not store.is_memory:  # nobody else can reach an in-memory store, so it needs no lease
@@ -439,9 +442,9 @@ class Eventor:
             if lease is not None:
                 lease.stop()
             doing = "recording the attempt's end"
-            store.end_attempt(run_id, self.recovery, outcome, close_run=outcome != "lost")
+            store.end_attempt(run_id, self.recovery, outcome.value, close_run=outcome is not RunEnd.lost)
             attempt = None
-            if outcome == "lost":
+            if outcome is RunEnd.lost:
                 raise EventorError(
                     f"run {run_id!r}: this coordinator lost the run to another one (it was paused, or cut off "
                     f"from store {target.display}, for longer than the lock's limit of {runlock.STALE_AFTER:g} s); "
@@ -452,7 +455,7 @@ class Eventor:
         except Exception as exc:
             fault = store is not None and not isinstance(exc, EventorError) and store.is_fault(exc)
             if attempt is not None:
-                outcome = "error"
+                outcome = RunEnd.error
                 self._close_attempt(store, attempt, lease, logs)
             if fault:
                 advice = (f"the run is kept: recover it with run_id {self.run_id!r} once the store is fixed"
@@ -462,10 +465,10 @@ class Eventor:
         finally:
             if lease is not None:
                 lease.stop()
-            if launcher is not None:
-                launcher.stop(grace=float(self.config["shutdown_grace"]))
-            if threaded:
-                uninstall_thread_environ()
+            abandon = scheduler.abandons if scheduler is not None else False
+            for ex in reversed(started):
+                ex.stop(float(self.config["shutdown_grace"]), abandon=abandon)
+            inbox.close()
             if beat_conn is not None:
                 try:
                     beat_conn.close()
@@ -486,7 +489,7 @@ class Eventor:
                 scheduler.restore_signals()
         if scheduler is not None and scheduler.late_signal is not None:
             self._reraise(scheduler.late_signal)
-        return outcome == "success"
+        return outcome is RunEnd.success
 
     def _take_lock(self, store: Store, token: str, log: logging.Logger) -> None:
         """Become the run's coordinator, or raise naming who is.
@@ -522,7 +525,7 @@ class Eventor:
         while True:  # a restarted server or a released lock usually lets it through within seconds
             try:
                 store.close()
-                store.open().end_attempt(*attempt, "error", close_run=not (lease is not None and lease.lost))
+                store.open().end_attempt(*attempt, RunEnd.error.value, close_run=not (lease is not None and lease.lost))
                 return
             except Exception as exc:  # the store is still away: the run reads as abandoned until recovered
                 if time.monotonic() + delay > deadline:
@@ -604,22 +607,6 @@ class Eventor:
                    f"sequence. Added steps (they run): {', '.join(added) or 'none'}; removed steps (ignored): "
                    f"{', '.join(removed) or 'none'}")
         warnings.warn(message, FlowChangedWarning, stacklevel=3)
-
-    def _start_launcher(self, logs: RunLogging) -> Any:
-        """Fork the task launcher now, before the store is opened: tasks inherit the program by fork."""
-        from .launcher import ProcessLauncher  # only runs with process tasks need it
-
-        steps = self.program.step_list
-
-        def run_child(step_index: int, sequence: tuple, payload: dict) -> tuple[str, str, str, str]:
-            ctx = payload["ctx"]
-            os.environ.update(ctx.env)
-            logs.task_started(ctx.logger_name)
-            return run_step(steps[step_index], ctx)
-
-        launcher = ProcessLauncher(run_child, name=f"sequent-launcher-{self.name}")
-        launcher.start()
-        return launcher
 
     def close(self) -> None:
         """Nothing stays open between runs; kept for the original's API."""

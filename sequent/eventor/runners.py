@@ -1,6 +1,6 @@
-"""Calling a step's function, and the thread pool that runs thread tasks.
+"""Calling a step's function, and the inbox where in-process executors report to the coordinator.
 
-:func:`run_step` is the one wrapper every construct uses (thread, invoke, and the child of a
+:func:`run_step` is the one wrapper every executor uses (thread, invoke, and the child of a
 process task), so a task's environment, logger and error report are the same everywhere.
 """
 
@@ -9,8 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import threading
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from .context import TaskContext, enter_task, leave_task
 from .logs import describe_exception, reset_task_label, set_task_label
@@ -70,58 +69,6 @@ def run_step(step: StepDef, ctx: TaskContext) -> Outcome:
         reset_task_label(label)
         leave_task(token)
     return ("success", result_text(value), "", "")
-
-
-#: Threads a run keeps at most; more tasks than this wait in the scheduler, not in a pool.
-MAX_THREADS = 256
-
-
-class ThreadRunner:
-    """An elastic pool: a task starts on an idle worker, or on a new one when none is idle.
-
-    Workers live until :meth:`stop`, so a flow of many short tasks pays for few threads, and a
-    flow of many long concurrent tasks is not throttled by a small pool size.  The scheduler
-    starts at most :data:`MAX_THREADS` thread tasks at once; the others wait as ready.
-    """
-
-    def __init__(self, report: Callable[[int, Outcome], None], name: str = "sequent"):
-        self._report = report
-        self._name = name
-        self._work: queue.SimpleQueue = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._idle = 0
-        self._threads: list[threading.Thread] = []
-
-    def submit(self, task_id: int, step: StepDef, ctx: TaskContext) -> None:
-        with self._lock:
-            spawn = self._idle == 0
-            if not spawn:
-                self._idle -= 1  # claimed: a second submit must not count on the same worker
-        self._work.put((task_id, step, ctx))
-        if spawn:
-            thread = threading.Thread(target=self._worker, name=f"{self._name}-worker-{len(self._threads)}",
-                                      daemon=True)
-            self._threads.append(thread)
-            thread.start()
-
-    def _worker(self) -> None:
-        while True:
-            item = self._work.get()
-            if item is None:
-                return
-            task_id, step, ctx = item
-            outcome = run_step(step, ctx)
-            with self._lock:
-                self._idle += 1
-            self._report(task_id, outcome)
-
-    def stop(self, timeout: Optional[float] = None) -> None:
-        """Let the workers finish what they run and end; join them (``timeout``: give up after)."""
-        for _ in self._threads:
-            self._work.put(None)
-        for thread in self._threads:
-            thread.join(timeout)
-        self._threads = [t for t in self._threads if t.is_alive()]
 
 
 class Inbox:

@@ -1,8 +1,10 @@
 """The coordinator: a state machine driven by task completions and due delays.
 
-One thread owns every piece of scheduling state.  It blocks on the inbox where thread tasks
-report (and, with process tasks, on one ``select`` over that inbox and the launcher's socket),
-with the nearest due delay as timeout; it never sleeps a fixed interval and never rereads the
+One thread owns every piece of scheduling state.  Tasks run in executors (see
+:mod:`.executors`), one per task construct, which the coordinator knows only through their
+common interface.  It blocks on the inbox where in-process executors report (and, when an
+executor has a file descriptor of its own, on one ``select`` over the inbox and those), with the
+nearest due delay as timeout; it never sleeps a fixed interval and never rereads the
 store.  A *round* applies what happened, lets everything that
 can now start pass its gates, commits the round's store changes, and only then launches: a
 task's start is never visible before the state it depends on is durable.
@@ -17,7 +19,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import os
 import selectors
 import signal
 import threading
@@ -27,10 +28,12 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional
 
 from .context import TaskContext
 from .model import Program, StepDef, StepReplay, StepStatus, TaskConstruct, format_sequence
-from .runners import MAX_THREADS, Inbox, Outcome, ThreadRunner, run_step
+from .outcome import RunEnd, TaskOutcome
+from .runners import Inbox
 from .text import ERROR_LIMIT, RESULT_LIMIT, SEQUENCE_LIMIT, TRACEBACK_LIMIT, storable
 
 if TYPE_CHECKING:
+    from .executors import Executor
     from .store import RunWriter
 
 _END = object()
@@ -116,7 +119,8 @@ class Scheduler:
 
     def __init__(self, program: Program, writer: RunWriter, *, logger: logging.Logger, run_id: str,
                  recovery: int, envvar_prefix: str, max_concurrent: int, task_logger: Callable[[str, str], str],
-                 launcher: Any = None, on_task_start: Callable[[str], None] = lambda name: None,
+                 executors: Optional[Mapping[TaskConstruct, Executor]] = None, inbox: Optional[Inbox] = None,
+                 on_task_start: Callable[[str], None] = lambda name: None,
                  on_task_end: Callable[[str], None] = lambda name: None, max_loops: int = -1,
                  previous: Optional[Mapping[tuple[str, str], tuple[str, int]]] = None,
                  previous_delays: Optional[Mapping[tuple[str, str], float]] = None,
@@ -129,7 +133,7 @@ class Scheduler:
         self.prefix = envvar_prefix
         self.max_concurrent = max_concurrent if max_concurrent >= 1 else 0
         self.task_logger = task_logger
-        self.launcher = launcher
+        self.executors: Mapping[TaskConstruct, Executor] = executors or {}
         self.on_task_start = on_task_start
         self.on_task_end = on_task_end
         self.max_loops = max_loops
@@ -157,10 +161,9 @@ class Scheduler:
         self.ids = itertools.count(1)
         self.ready: deque[Task] = deque()
         # tasks ready to start, first come first served: those of steps with a limit of their own
-        # by step, the others in one queue per kind (a thread task waits while all threads are
-        # busy; a round then looks at none of them)
-        self.queue_other: deque[Task] = deque()
-        self.queue_threads: deque[Task] = deque()
+        # by step, the others in one queue per executor (a task waits there while its executor is
+        # at capacity; a round then looks at none of them)
+        self.queues: dict[Executor, deque[Task]] = {ex: deque() for ex in self.executors.values()}
         self.limited: dict[StepDef, deque[Task]] = {}
         self.wanting: list[Task] = []  # tasks waiting for resource pools, in arrival order
         self.available: dict[str, Optional[int]] = {
@@ -168,24 +171,25 @@ class Scheduler:
         self.deadlock: Optional[str] = None
         self.running: dict[int, Task] = {}
         self.running_by_step: dict[StepDef, int] = {}
-        self.running_threads = 0  # thread tasks started: at most MAX_THREADS at once
+        self.running_in: dict[Executor, int] = {ex: 0 for ex in self.executors.values()}
         self.timers: list = []
         self.timer_order = itertools.count()
         self.to_launch: list[Task] = []
-        self.inbox = Inbox()
-        self.threads: Optional[ThreadRunner] = None
+        self.inbox = inbox if inbox is not None else Inbox()
         self.incomplete = False
         self.rounds = 0
 
     # -- the loop -----------------------------------------------------------------------------
 
-    def run(self) -> str:
-        """Run to the end; returns 'success', 'failure', 'incomplete' or 'interrupted'."""
+    def run(self) -> RunEnd:
+        """Run to the end; returns how it ended (never error: that is an exception)."""
         selector: Optional[selectors.BaseSelector] = None
-        if self.launcher is not None:  # else a blocking get on the inbox is all the waiting needed
+        watched = [ex for ex in self.executors.values() if ex.fileno() is not None]
+        if watched:  # else a blocking get on the inbox is all the waiting needed
             selector = selectors.DefaultSelector()
-            selector.register(self.inbox.wake_on_put(), selectors.EVENT_READ, "inbox")
-            selector.register(self.launcher.fileno(), selectors.EVENT_READ, "launcher")
+            selector.register(self.inbox.wake_on_put(), selectors.EVENT_READ, None)
+            for ex in watched:
+                selector.register(ex.fileno(), selectors.EVENT_READ, ex)
         self._handlers = self._catch_signals()
         try:
             for name, seq in self.program.initial:
@@ -198,16 +202,18 @@ class Scheduler:
         finally:
             if selector is not None:
                 selector.close()
-            if self.threads is not None:
-                self.threads.stop(timeout=None if self.signal is None and not self.lost else 0)
-            self.inbox.close()
         if self.lost:
-            return "lost"
+            return RunEnd.lost
         if self.signal is not None:
-            return "interrupted"
+            return RunEnd.interrupted
         if self.root.failed:
-            return "failure"
-        return "incomplete" if self.incomplete else "success"
+            return RunEnd.failure
+        return RunEnd.incomplete if self.incomplete else RunEnd.success
+
+    @property
+    def abandons(self) -> bool:
+        """True when tasks still running at the end are given up (the run was stopped or lost)."""
+        return self.signal is not None or self.lost
 
     def _stalled(self) -> bool:
         """Nothing runs and nothing is due, yet work is pending: only resources can hold it back.
@@ -255,8 +261,7 @@ class Scheduler:
             self.log.warning("Received %s: no new task starts; running tasks are asked to stop "
                              "(killed after %.1f s)", name, self.grace)
             self._stop(self.root)
-            if self.launcher is not None:
-                self.launcher.signal_tasks(signal.SIGTERM)
+            self._signal_tasks(signal.SIGTERM)
             self.kill_at = time.monotonic() + self.grace
         else:
             self.log.warning("Received %s again: killing running tasks", name)
@@ -271,20 +276,22 @@ class Scheduler:
                        "from the store for longer than the lock's stale limit); no task starts here any more "
                        "and running tasks are stopped (killed after %.1f s)", self.run_id, self.grace)
         self._stop(self.root)
-        if self.launcher is not None and self.launcher.running:
-            self.launcher.signal_tasks(signal.SIGTERM)
+        self._signal_tasks(signal.SIGTERM)
         if self.kill_at is None:
             self.kill_at = time.monotonic() + self.grace
+
+    def _signal_tasks(self, signum: int) -> None:
+        for ex in self.executors.values():
+            ex.signal(signum)
 
     def _kill_overdue(self) -> None:
         if self.kill_at is None or time.monotonic() < self.kill_at:
             return
         self.kill_at = None
-        if self.launcher is not None and self.launcher.running:
-            self.launcher.signal_tasks(signal.SIGKILL)
-        for task in [t for t in self.running.values() if t.step.config.task_construct is not TaskConstruct.process]:
+        self._signal_tasks(signal.SIGKILL)
+        for task in [t for t in self.running.values() if self._executor(t.step).unkillable()]:
             # threads cannot be killed: record them as given up and stop waiting for them
-            self._finished(task.id, ("failure", "", "abandoned: still running when the run was interrupted", ""), None)
+            self._finished(TaskOutcome.failed(task.id, "abandoned: still running when the run was interrupted"))
 
     def _round(self, selector: Optional[selectors.BaseSelector]) -> None:
         """Wait for what happens next, apply it all, then settle (one commit, then launches)."""
@@ -293,19 +300,20 @@ class Scheduler:
             arrived = self.inbox.wait(timeout)
         else:
             for key, _ in selector.select(timeout):
-                if key.data == "launcher":
-                    for c in self.launcher.collect():
-                        self._finished(c.task_id, (c.status, c.result, c.error, c.traceback), c.pid)
-                    if not self.launcher.alive:  # its end is read; its socket would stay readable
+                ex = key.data
+                if ex is not None:
+                    for outcome in ex.collect():
+                        self._finished(outcome)
+                    if not ex.alive:  # its end is read; its descriptor would stay readable
                         selector.unregister(key.fileobj)
             arrived = self.inbox.take()
-        for task_id, outcome in arrived:
-            if task_id == "signal":
-                self._interrupt(outcome)
-            elif task_id == "lost":
+        for item in arrived:
+            if isinstance(item, TaskOutcome):
+                self._finished(item)
+            elif item[0] == "signal":
+                self._interrupt(item[1])
+            else:  # ("lost", None), from the lease's heartbeat
                 self._lose()
-            else:
-                self._finished(task_id, outcome, os.getpid())
         self._due_timers()
         self._kill_overdue()
         self.rounds += 1
@@ -341,16 +349,14 @@ class Scheduler:
                     self._start_container(task)
                 elif task.step.config.max_concurrent >= 1:
                     self.limited.setdefault(task.step, deque()).append(task)
-                elif task.step.config.task_construct is TaskConstruct.thread:
-                    self.queue_threads.append(task)
                 else:
-                    self.queue_other.append(task)
+                    self.queues[self._executor(task.step)].append(task)
             self._dispatch()  # a start may fire 'active' triggers, making more tasks ready
             if not self.ready:
                 break
         # a task held back by a limit the user set is recorded as ready; one that only waits for
         # a free thread will start within moments, and its row is written then
-        held = [*self.limited.values()] + ([self.queue_other, self.queue_threads] if self.max_concurrent else [])
+        held = [*self.limited.values()] + (list(self.queues.values()) if self.max_concurrent else [])
         for queue in held:
             for task in queue:
                 if not task.recorded:
@@ -364,8 +370,8 @@ class Scheduler:
         if launch and self.lease is not None and not self.lease.check():
             self._lose()  # paused past the lock's limit: these were replaced, so they must not start
             for task in launch:
-                self._finished(task.id, ("failure", "", "not started: the run was taken over by another "
-                                         "coordinator", ""), None)
+                self._finished(TaskOutcome.failed(task.id, "not started: the run was taken over by another "
+                                                  "coordinator"))
             self._settle()  # records them; nothing can start any more
             return
         for task in launch:
@@ -374,17 +380,23 @@ class Scheduler:
     def _full(self) -> bool:
         return bool(self.max_concurrent) and len(self.running) >= self.max_concurrent
 
+    def _executor(self, step: StepDef) -> Executor:
+        return self.executors[step.config.task_construct]
+
+    def _executor_full(self, ex: Executor) -> bool:
+        return ex.capacity is not None and self.running_in[ex] >= ex.capacity
+
     def _step_full(self, step: StepDef) -> bool:
         limit = step.config.max_concurrent
         if limit >= 1 and self.running_by_step.get(step, 0) >= limit:
             return True
-        return step.config.task_construct is TaskConstruct.thread and self.running_threads >= MAX_THREADS
+        return self._executor_full(self._executor(step))
 
     def _dispatch(self) -> None:
         """Start waiting tasks in FIFO order as far as the concurrency limits and pools allow."""
-        queue = self.queue_other
-        while queue and not self._full():
-            self._start(queue.popleft())
+        for ex, queue in self.queues.items():
+            while queue and not self._full() and not self._executor_full(ex):
+                self._start(queue.popleft())
         if self.limited:
             emptied = []
             for step, queue in self.limited.items():
@@ -394,9 +406,6 @@ class Scheduler:
                     emptied.append(step)
             for step in emptied:
                 del self.limited[step]
-        queue = self.queue_threads
-        while queue and not self._full() and self.running_threads < MAX_THREADS:
-            self._start(queue.popleft())
         if self.wanting:
             self._dispatch_wanting()
 
@@ -571,8 +580,7 @@ class Scheduler:
         self._record(task)
         self.running[task.id] = task
         self.running_by_step[task.step] = self.running_by_step.get(task.step, 0) + 1
-        if task.step.config.task_construct is TaskConstruct.thread:
-            self.running_threads += 1
+        self.running_in[self._executor(task.step)] += 1
         self.to_launch.append(task)
         self._fire_status(task, StepStatus.active)
 
@@ -585,37 +593,27 @@ class Scheduler:
         return TaskContext(task.step.name, task.seq_str, self.recovery, logger_name, self.run_id, env)
 
     def _launch(self, task: Task) -> None:
-        if task.id not in self.running:  # ended meanwhile (the launcher refused it)
+        if task.id not in self.running:  # ended meanwhile (its executor refused it)
             return
         ctx = self._context(task)
         self.on_task_start(ctx.logger_name)
         self.log.debug("[ Task %s/%s ] Attempting to run", task.step.name, task.seq_str)
-        construct = task.step.config.task_construct
-        if construct is TaskConstruct.process:
-            self.launcher.launch(task.id, task.step.index, task.seq, {"ctx": ctx})
-        elif construct is TaskConstruct.thread:
-            if self.threads is None:
-                self.threads = ThreadRunner(lambda tid, outcome: self.inbox.put((tid, outcome)),
-                                           name=f"sequent-{self.run_id}")
-            self.threads.submit(task.id, task.step, ctx)
-        else:
-            self.inbox.put((task.id, run_step(task.step, ctx)))
+        self._executor(task.step).submit(task.id, task.step, ctx)
 
-    def _finished(self, task_id: int, outcome: Outcome, pid: Optional[int]) -> None:
-        task = self.running.pop(task_id, None)
+    def _finished(self, outcome: TaskOutcome) -> None:
+        task = self.running.pop(outcome.task_id, None)
         if task is None:
             return
         self.running_by_step[task.step] -= 1
-        if task.step.config.task_construct is TaskConstruct.thread:
-            self.running_threads -= 1
+        self.running_in[self._executor(task.step)] -= 1
         self._give_back(task)
-        status, result, error, tb = outcome
+        result, error, tb = outcome.result, outcome.error, outcome.traceback
         if result or error or tb:  # whatever a task sent, it must be storable and loggable
             result = storable(result, RESULT_LIMIT)
             error = storable(error, ERROR_LIMIT)
             tb = storable(tb, TRACEBACK_LIMIT, keep_ends=True)
-        task.status = StepStatus.success if status == "success" else StepStatus.failure
-        self._record(task, ended=time.time(), pid=pid, result=result or None,
+        task.status = outcome.status
+        self._record(task, ended=outcome.ended, pid=outcome.pid, host=outcome.host, result=result or None,
                      error=(error + ("\n" + tb if tb else "")) or None)
         self.on_task_end(self.task_logger(task.step.name, task.seq_str))
         self.log.info("[ Task %s/%s ] Completed, status: %s", task.step.name, task.seq_str, task.status)
@@ -655,7 +653,7 @@ class Scheduler:
         """No new task starts inside ``frame``: drop what waits there; what runs finishes."""
         frame.stopping = True
         dropped = []
-        for queue in (self.queue_other, self.queue_threads, *self.limited.values()):
+        for queue in (*self.queues.values(), *self.limited.values()):
             keep = [t for t in queue if not t.frame.within(frame)]
             dropped.extend(t for t in queue if t.frame.within(frame))
             queue.clear()

@@ -612,9 +612,10 @@ class RunWriter:
 
     def task(self, step: str, sequence: str, status: str, *, created: float, started: Optional[float] = None,
              ended: Optional[float] = None, pid: Optional[int] = None, result: Optional[str] = None,
-             error: Optional[str] = None, skipped: bool = False, new: bool) -> None:
-        """Record a task's state; ``new`` says whether its row exists yet (merged when not committed)."""
-        values = {"status": status, "skipped": skipped, "host": self.host, "pid": pid, "started": started,
+             error: Optional[str] = None, skipped: bool = False, host: Optional[str] = None, new: bool) -> None:
+        """Record a task's state; ``new`` says whether its row exists yet (merged when not committed);
+        ``host`` is where it ran (None: the coordinator's host)."""
+        values = {"status": status, "skipped": skipped, "host": host or self.host, "pid": pid, "started": started,
                   "ended": ended, "result": result, "error": error}
         key = (step, sequence)
         pending = self._inserts.get(key)

@@ -1,0 +1,71 @@
+"""The seam between the coordinator and whatever runs its tasks.
+
+The coordinator keeps every decision (which task starts, limits, pools, recovery); an executor
+only runs what it is given and reports how each task ended as a :class:`TaskOutcome`.  It
+reports either through ``report`` (an executor that runs tasks on threads of this process) or
+by making :meth:`Executor.fileno` readable, after which the coordinator calls
+:meth:`Executor.collect`; the coordinator waits on every executor in one ``select``.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Callable, Optional
+
+from ..context import TaskContext
+from ..model import StepDef, TaskConstruct
+from ..outcome import TaskOutcome
+
+#: How an executor that runs tasks in this process reports an outcome (thread-safe).
+Report = Callable[[TaskOutcome], None]
+
+
+class Executor(abc.ABC):
+    """Runs tasks of one construct for one run.
+
+    Life: :meth:`start` once (before the store is opened when :attr:`forks`), then any number of
+    :meth:`submit`, :meth:`signal` and :meth:`kill`, then :meth:`stop`.
+    """
+
+    #: The construct whose tasks it runs.
+    construct: TaskConstruct
+    #: Tasks it runs at once at most (None: no limit of its own); more wait in the coordinator.
+    capacity: Optional[int] = None
+    #: It forks processes: it must start before the store (and its connections) exist.
+    forks: bool = False
+
+    def start(self) -> None:
+        """Get ready to run tasks."""
+
+    @abc.abstractmethod
+    def submit(self, task_id: int, step: StepDef, ctx: TaskContext) -> None:
+        """Start running ``step`` as task ``task_id``; never blocks on the task."""
+
+    def fileno(self) -> Optional[int]:
+        """A file descriptor that is readable when :meth:`collect` has outcomes (None: it reports)."""
+        return None
+
+    def collect(self) -> list[TaskOutcome]:
+        """The outcomes that arrived since the last call, without blocking."""
+        return []
+
+    @property
+    def alive(self) -> bool:
+        """False once it can report nothing more (its fileno is then no longer waited on)."""
+        return True
+
+    def signal(self, signum: int) -> None:
+        """Ask every running task to stop (SIGTERM) or to end at once (SIGKILL), where it can."""
+
+    def unkillable(self) -> bool:
+        """True when its running tasks cannot be killed (threads): after the grace they are abandoned."""
+        return False
+
+    @property
+    def holder_pid(self) -> Optional[int]:
+        """A process that outlives the coordinator while it stops the tasks (named in the run lock)."""
+        return None
+
+    @abc.abstractmethod
+    def stop(self, grace: float, *, abandon: bool) -> None:
+        """Stop for good: wait for running tasks (at most ``grace`` s, or not at all with ``abandon``)."""

@@ -1,0 +1,66 @@
+"""The executor of process tasks: each task in a process forked by the run's launcher."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Optional, Sequence
+
+from ..context import TaskContext
+from ..launcher import Completion, ProcessLauncher
+from ..model import StepDef, StepStatus, TaskConstruct
+from ..outcome import TaskOutcome
+from ..runners import Outcome, run_step
+from .base import Executor
+
+
+class ProcessExecutor(Executor):
+    """Runs each task in its own process group, forked from a launcher forked when the run starts.
+
+    The launcher is a fork of the coordinator made before the store is opened, so tasks inherit
+    the whole program (functions, closures, arguments) and nothing is pickled but the task's context.
+    """
+
+    construct = TaskConstruct.process
+    forks = True
+
+    def __init__(self, steps: Sequence[StepDef], *, on_task_start: Callable[[str], None],
+                 name: str = "sequent-launcher"):
+        def run_child(step_index: int, sequence: tuple, payload: dict) -> Outcome:
+            ctx: TaskContext = payload["ctx"]
+            os.environ.update(ctx.env)
+            on_task_start(ctx.logger_name)
+            return run_step(steps[step_index], ctx)
+
+        self._launcher = ProcessLauncher(run_child, name=name)
+
+    def start(self) -> None:
+        self._launcher.start()
+
+    def submit(self, task_id: int, step: StepDef, ctx: TaskContext) -> None:
+        self._launcher.launch(task_id, step.index, (), {"ctx": ctx})
+
+    def fileno(self) -> Optional[int]:
+        return self._launcher.fileno()
+
+    def collect(self) -> list[TaskOutcome]:
+        return [_outcome(c) for c in self._launcher.collect()]
+
+    @property
+    def alive(self) -> bool:
+        return self._launcher.alive
+
+    def signal(self, signum: int) -> None:
+        if self._launcher.running:
+            self._launcher.signal_tasks(signum)
+
+    @property
+    def holder_pid(self) -> Optional[int]:
+        return self._launcher.keeper_pid
+
+    def stop(self, grace: float, *, abandon: bool) -> None:
+        self._launcher.stop(grace=grace)
+
+
+def _outcome(c: Completion) -> TaskOutcome:
+    return TaskOutcome(c.task_id, StepStatus.success if c.status == "success" else StepStatus.failure,
+                       c.result, c.error, c.traceback, pid=c.pid, exit_code=c.exitcode, signal=c.signal)
