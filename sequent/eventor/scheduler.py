@@ -38,6 +38,31 @@ if TYPE_CHECKING:
 
 _END = object()
 
+#: A task's lifecycle: every change of its status goes through Scheduler._move, which checks it
+#: here, records it, and fires the step's triggers for the new status.  A task is created
+#: ``ready`` (firing READY).  Then:
+#:
+#: ========  ========  ==============================================================
+#: from      to        when (what fires)
+#: ========  ========  ==============================================================
+#: ready     allocate  it waits for resource pools (nothing fires)
+#: ready     active    it starts, or a container starts its first iteration (ACTIVE)
+#: allocate  active    its pools were granted and it starts (ACTIVE)
+#: ready     success   a recovery skips it: it succeeded before (ACTIVE, then SUCCESS)
+#: active    success   it ended well (SUCCESS)
+#: active    failure   it ended badly (FAILURE fires only where a sibling handles it;
+#:                     otherwise the failure propagates, see Scheduler._failed)
+#: ========  ========  ==============================================================
+#:
+#: ``fueled`` is the original's status between allocate and active, which no task enters here:
+#: it stays in StepStatus because recovery maps of the original's programs may name it.
+#: ``complete`` is never a task's status: in requires and recovery maps it means success or failure.
+MOVES: dict[StepStatus, frozenset[StepStatus]] = {
+    StepStatus.ready: frozenset({StepStatus.allocate, StepStatus.active, StepStatus.success}),
+    StepStatus.allocate: frozenset({StepStatus.active}),
+    StepStatus.active: frozenset({StepStatus.success, StepStatus.failure}),
+}
+
 
 def _text(exc: BaseException) -> str:
     """repr of a user's exception, storable and capped; never raises."""
@@ -363,8 +388,7 @@ class Scheduler:
                     self._record(task)
         for task in self.wanting:
             if task.status is not StepStatus.allocate:
-                task.status = StepStatus.allocate
-                self._record(task)
+                self._move(task, StepStatus.allocate)
         self.writer.commit()
         launch, self.to_launch = self.to_launch, []
         if launch and self.lease is not None and not self.lease.check():
@@ -481,11 +505,8 @@ class Scheduler:
     def _skip(self, task: Task) -> None:
         """Record a task as succeeded without running it, and go on as if it had."""
         self.log.debug("[ Step %s/%s ] Skipping task in recovery mode", task.step.name, task.seq_str)
-        task.status = StepStatus.success
         task.started = time.time()
-        self._record(task, ended=task.started, skipped=True)
-        self._fire_status(task, StepStatus.active)
-        self._fire_status(task, StepStatus.success)
+        self._move(task, StepStatus.success, ended=task.started, skipped=True)
         self._release(task.frame)
 
     # -- events ---------------------------------------------------------------------------------
@@ -569,20 +590,30 @@ class Scheduler:
         self.ready.append(task)
         self._fire_status(task, StepStatus.ready)
 
+    def _move(self, task: Task, status: StepStatus, **values: Any) -> None:
+        """The one way a task changes status: a legal move (see MOVES), recorded, its triggers fired."""
+        if status not in MOVES.get(task.status, ()):
+            raise AssertionError(f"{task!r}: no move from {task.status.name} to {status.name}")
+        skipped = task.status is StepStatus.ready and status is StepStatus.success
+        task.status = status
+        self._record(task, **values)
+        if skipped or status is StepStatus.active:
+            self._fire_status(task, StepStatus.active)
+        if status is StepStatus.success:
+            self._fire_status(task, StepStatus.success)
+
     def _record(self, task: Task, **values: Any) -> None:
         self.writer.task(task.step.name, task.seq_str, task.status.name, created=task.created,
                          started=task.started, new=not task.recorded, **values)
         task.recorded = True
 
     def _start(self, task: Task) -> None:
-        task.status = StepStatus.active
         task.started = time.time()
-        self._record(task)
         self.running[task.id] = task
         self.running_by_step[task.step] = self.running_by_step.get(task.step, 0) + 1
         self.running_in[self._executor(task.step)] += 1
         self.to_launch.append(task)
-        self._fire_status(task, StepStatus.active)
+        self._move(task, StepStatus.active)
 
     def _context(self, task: Task) -> TaskContext:
         logger_name = self.task_logger(task.step.name, task.seq_str)
@@ -612,14 +643,11 @@ class Scheduler:
             result = storable(result, RESULT_LIMIT)
             error = storable(error, ERROR_LIMIT)
             tb = storable(tb, TRACEBACK_LIMIT, keep_ends=True)
-        task.status = outcome.status
-        self._record(task, ended=outcome.ended, pid=outcome.pid, host=outcome.host, result=result or None,
-                     error=(error + ("\n" + tb if tb else "")) or None)
         self.on_task_end(self.task_logger(task.step.name, task.seq_str))
-        self.log.info("[ Task %s/%s ] Completed, status: %s", task.step.name, task.seq_str, task.status)
-        if task.status is StepStatus.success:
-            self._fire_status(task, StepStatus.success)
-        else:
+        self.log.info("[ Task %s/%s ] Completed, status: %s", task.step.name, task.seq_str, outcome.status)
+        self._move(task, outcome.status, ended=outcome.ended, pid=outcome.pid, host=outcome.host,
+                   result=result or None, error=(error + ("\n" + tb if tb else "")) or None)
+        if outcome.status is StepStatus.failure:
             self._failed(task, error, tb)
         self._release(task.frame)
 
@@ -672,10 +700,8 @@ class Scheduler:
     # -- containers -----------------------------------------------------------------------------
 
     def _start_container(self, task: Task) -> None:
-        task.status = StepStatus.active
         task.started = time.time()
-        self._record(task)
-        self._fire_status(task, StepStatus.active)
+        self._move(task, StepStatus.active)
         repeats = task.step.repeats
         try:
             task.iterator = iter(repeats() if callable(repeats) else repeats if repeats is not None else ())
@@ -740,12 +766,12 @@ class Scheduler:
 
     def _end_container(self, task: Task, *, failed: bool, error: str = "", quiet: bool = False) -> None:
         self._give_back(task)  # held from its start to its end
-        task.status = StepStatus.failure if failed else StepStatus.success
-        self._record(task, ended=time.time(), error=error or None)
+        status = StepStatus.failure if failed else StepStatus.success
         if failed and not quiet:
-            self.log.info("[ Task %s/%s ] Completed, status: %s", task.step.name, task.seq_str, task.status)
-            self._failed(task, f"ContainerFailed({error!r})", "")
+            self.log.info("[ Task %s/%s ] Completed, status: %s", task.step.name, task.seq_str, status)
         elif not failed:
-            self.log.debug("[ Task %s/%s ] Completed, status: %s", task.step.name, task.seq_str, task.status)
-            self._fire_status(task, StepStatus.success)
+            self.log.debug("[ Task %s/%s ] Completed, status: %s", task.step.name, task.seq_str, status)
+        self._move(task, status, ended=time.time(), error=error or None)
+        if failed and not quiet:
+            self._failed(task, f"ContainerFailed({error!r})", "")
         self._release(task.frame)
