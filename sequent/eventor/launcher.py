@@ -1,110 +1,42 @@
-"""The process runner of the engine: one forked launcher ("zygote") that forks a child per task.
+"""The process runner of the engine, as the coordinator uses it: :class:`ProcessLauncher`.
 
 The coordinator calls :meth:`ProcessLauncher.start` at the very start of a run, before it opens its
-database or starts a thread.  The launcher process is a fork of the coordinator, so it already holds
-the whole program (functions, closures, arguments): a task is started by a small message naming the
-task, and the launcher forks a child that calls ``run_child`` and reports the outcome through a pipe.
-The launcher is single-threaded, so forking from it is safe even when the coordinator has threads.
+database or starts a thread.  That forks a *keeper*, which forks the *launcher*: a single-threaded
+fork of the coordinator that forks one child per task (see :mod:`sequent.eventor.forkserver`, which
+holds everything that runs in those processes and describes the design: process groups, the keeper,
+pidfd or SIGCHLD watching).  A task is started by a small message naming it; its completion comes
+back the same way, both as the length-prefixed pickles of :mod:`sequent.eventor.wire` over one
+``AF_UNIX`` socket pair, which the coordinator can select on.
 
-Protocol: coordinator and launcher talk over an ``AF_UNIX``/``SOCK_STREAM`` socket pair carrying
-length-prefixed pickles (4-byte big-endian length, then the pickle).  A child sends its outcome the
-same way over its own pipe.  The launcher waits with :mod:`selectors` on the socket, each child's
-result pipe and each child's pidfd (or, without ``os.pidfd_open``, a ``SIGCHLD`` wakeup pipe), so it
-never polls.  When the coordinator goes away (end of file on the socket) the launcher terminates its
-children (``SIGTERM``, then ``SIGKILL`` after a grace period), reaps them and exits; each child also
-asks the kernel for ``SIGKILL`` should the launcher itself die.
-
-Nothing a task starts outlives it.  Every task child leads a process group of its own
-(``setpgid`` in the child right after the fork and in the launcher, so the group exists before
-either acts), and every signal meant for a task goes to its whole group: ``signal_tasks``, ``stop``
-and the end of the coordinator.  When a task child has ended, the launcher sends ``SIGKILL`` to
-what is left of its group before it reaps the child (the unreaped child keeps the group id from
-being reused), so a program the task started and did not wait for ends with it.  Only a program
-that leaves the group on purpose (a new session or process group, as daemons do) escapes this.
-
-The launcher itself is not forked by the coordinator directly but by a *keeper*: a small process
-(also a fork of the coordinator) that is the launcher's parent and a child subreaper
-(``PR_SET_CHILD_SUBREAPER``).  The launcher lists the pid of every unreaped task child in a table
-in memory shared with the keeper.  Should the launcher die outright (``SIGKILL``, sent by
-``stop`` to an unresponsive launcher or by anyone else), the kernel hands its children to the
-keeper, which sends ``SIGKILL`` to the group of every listed child before it reaps it, tells the
-coordinator how the launcher ended (through a pipe: the launcher's pid at the start, its wait
-status at the end), and exits.  The keeper also reaps the programs orphaned inside task groups, so
-none is left a zombie.  It runs in a process group of its own, so a ``SIGKILL`` to the
-coordinator's whole group still leaves it to clean up; only a ``SIGKILL`` of the keeper itself
-(which sequent never sends) leaves the programs of running tasks to be ended by hand.
+Nothing a task starts outlives it: every task child leads a process group, and every signal meant
+for a task (``signal_tasks``, ``stop``, the end of the coordinator) goes to its whole group.  The
+keeper tells this side, through a pipe, the launcher's pid at the start and its wait status at the
+end, so that tasks lost with a dead launcher are failed with the reason.
 """
 
 from __future__ import annotations
 
-import gc
-import mmap
 import os
 import pickle
 import select
 import selectors
 import signal
 import socket
-import struct
-import sys
 import threading
 import time
-import traceback
-import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, NoReturn
 
-try:        # the C module: in a fresh child, signal.signal's enum wrapping costs ~100 us a call
-    import _signal
-except ImportError:  # pragma: no cover - not CPython
-    _signal = signal  # type: ignore[assignment]
+from .forkserver import FAILURE, KEEPER_REPORT, LIVE_SOCKETS, MSG_LAUNCH, MSG_SIGNAL, MSG_STOP, RunChild
+from .forkserver import close_quietly, decode_status, describe_end, flush_stdio, keeper_main
+from .wire import CHUNK, encode, take_messages
 
 __all__ = ['Completion', 'ProcessLauncher']
 
-_Outcome = tuple[str, str, str, str]   # (status, result text, error text, traceback text)
-RunChild = Callable[[int, tuple, dict], _Outcome]
-
-_HEADER = struct.Struct('!I')
-_MAX_MESSAGE = 0xFFFFFFFF
-_CHUNK = 65536                 # below malloc's mmap threshold, and the default pipe capacity
-_PROTOCOL = pickle.HIGHEST_PROTOCOL
-_ORPHAN_GRACE = 5.0            # seconds a task gets after SIGTERM when the coordinator vanished
 _STOP_MARGIN = 10.0            # seconds stop() waits beyond `grace` before it SIGKILLs the launcher
-_PR_SET_PDEATHSIG = 1
-_PR_SET_CHILD_SUBREAPER = 36
-_PF_EXITING = 0x4              # /proc/PID/stat flags: the process has begun to exit
-_TABLE_SLOTS = 1 << 16         # task children the keeper can know of at once (256 KiB, touched as used)
-_KEEPER_DRAIN = 10             # seconds the keeper waits at most for killed processes to end
-_INT = struct.Struct('!i')     # keeper -> coordinator: the launcher's pid, then its wait status
 
-# Tests set this to False to exercise the SIGCHLD fallback; read by the launcher when it starts.
+# Tests set this to False to exercise the SIGCHLD fallback; read by start(), which hands it to the
+# launcher it forks.
 _USE_PIDFD = hasattr(os, 'pidfd_open')
-
-# Coordinator -> launcher message kinds.
-_MSG_LAUNCH = 0
-_MSG_SIGNAL = 1
-_MSG_STOP = 2
-
-# Kinds of selector registrations inside the launcher.
-_EV_SOCK = 0
-_EV_RESULT = 1
-_EV_EXIT = 2
-_EV_WAKE = 3
-
-_SIGINT = int(signal.SIGINT)
-_SIGTERM = int(signal.SIGTERM)
-_SIGCHLD = int(signal.SIGCHLD)
-_SIG_DFL = int(signal.SIG_DFL)
-_SIG_IGN = int(signal.SIG_IGN)
-_SIGKILL = int(signal.SIGKILL)
-_SIGKILL_BIT = 1 << (_SIGKILL - 1)
-
-_SUCCESS = 'success'
-_FAILURE = 'failure'
-
-# Coordinator-side sockets of live launchers: a launcher forked later closes its copies of them, so
-# that each launcher sees end of file as soon as the coordinator is gone.
-_LIVE_SOCKETS: 'weakref.WeakSet[socket.socket]' = weakref.WeakSet()
 
 
 @dataclass(frozen=True)
@@ -126,833 +58,11 @@ class Completion:
     signal: int | None
 
 
-# --------------------------------------------------------------------------------------------
-# Small shared helpers
-
-
-def _frame(obj: Any) -> bytes:
-    """Pickle ``obj`` with its length prefix: one message of the wire protocol."""
-    data = pickle.dumps(obj, _PROTOCOL)
-    return _HEADER.pack(len(data)) + data
-
-
-def _signal_name(signum: int) -> str:
-    """``SIGKILL`` for 9, or ``signal N`` for a number the platform does not name."""
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f'signal {signum}'
-
-
-def _describe_end(what: str, exitcode: int | None, signum: int | None) -> str:
-    """How a process ended, in words: 'task process was killed by signal 9 (SIGKILL)'."""
-    if signum is not None:
-        return f'{what} was killed by signal {signum} ({_signal_name(signum)})'
-    if exitcode is not None:
-        return f'{what} exited with code {exitcode}'
-    return f'{what} ended for an unknown reason'
-
-
-def _decode_status(status: int) -> tuple[int | None, int | None]:
-    """Split a wait status into (exit code, signal); exactly one is set for an ended process."""
-    if os.WIFSIGNALED(status):
-        return None, os.WTERMSIG(status)
-    if os.WIFEXITED(status):
-        return os.WEXITSTATUS(status), None
-    return None, None
-
-
-def _close_quietly(fds: 'list[int] | set[int]') -> None:
-    """Close file descriptors, ignoring ones already closed."""
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-
-
-def _has_whole_message(buf: bytearray) -> bool:
-    """Whether the first message in ``buf`` has arrived whole."""
-    return len(buf) >= _HEADER.size and len(buf) >= _HEADER.size + _HEADER.unpack_from(buf)[0]
-
-
-def _take_messages(buf: bytearray) -> list:
-    """Unpickle the whole messages at the start of ``buf`` and remove them from it."""
-    messages = []
-    pos = 0
-    while len(buf) - pos >= _HEADER.size:
-        (size,) = _HEADER.unpack_from(buf, pos)
-        end = pos + _HEADER.size + size
-        if len(buf) < end:
-            break
-        messages.append(pickle.loads(memoryview(buf)[pos + _HEADER.size:end]))
-        pos = end
-    del buf[:pos]
-    return messages
-
-
-def _first_message(buf: bytearray) -> bytes | None:
-    """The payload of the first message in ``buf`` when it has arrived whole, else None."""
-    if not _has_whole_message(buf):
-        return None
-    return bytes(memoryview(buf)[_HEADER.size:_HEADER.size + _HEADER.unpack_from(buf)[0]])
-
-
-# --------------------------------------------------------------------------------------------
-# The task child
-
-
-def _exception_text(exc: BaseException) -> str:
-    """One-line 'Type: message' text of an exception."""
-    return ''.join(traceback.format_exception_only(type(exc), exc)).strip()
-
-
-def _run_task(run_child: RunChild, step_index: int, sequence: tuple, payload: dict) -> _Outcome:
-    """Call ``run_child`` with Ctrl-C enabled and turn anything it does into an outcome tuple.
-
-    SIGINT raises KeyboardInterrupt only while ``run_child`` runs; afterwards it is ignored so that
-    the outcome is always written whole.
-    """
-    try:
-        _signal.signal(_SIGINT, _signal.default_int_handler)
-        try:
-            value = run_child(step_index, sequence, payload)
-        finally:
-            _signal.signal(_SIGINT, _SIG_IGN)
-        if not (isinstance(value, (tuple, list)) and len(value) == 4 and value[0] in (_SUCCESS, _FAILURE)
-                and all(isinstance(x, str) for x in value[1:])):
-            raise TypeError(f'run_child returned an invalid outcome: {value!r:.300}')
-        return tuple(value)
-    except SystemExit as exc:
-        if exc.code is None or exc.code == 0:
-            return (_SUCCESS, '', '', '')
-        return (_FAILURE, '', _exception_text(exc), traceback.format_exc())
-    except BaseException as exc:  # noqa: B036 - a task's failure of any kind is reported, not raised
-        return (_FAILURE, '', _exception_text(exc), traceback.format_exc())
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """Write all of ``data`` to a blocking fd (the launcher reads while we write)."""
-    written = os.write(fd, data)
-    if written < len(data):             # more than the pipe holds: the launcher drains it meanwhile
-        view = memoryview(data)[written:]
-        while view:
-            view = view[os.write(fd, view):]
-
-
-def _read_exactly(fd: int, size: int) -> bytes | None:
-    """Read ``size`` bytes from a blocking fd; None at end of file before the first byte."""
-    data = b''
-    while len(data) < size:
-        chunk = os.read(fd, size - len(data))
-        if not chunk:
-            if not data:
-                return None
-            raise EOFError('the launcher closed the command pipe mid-message')
-        data += chunk
-    return data
-
-
-def _write_outcome(fd: int, outcome: _Outcome) -> None:
-    """Send the outcome to the launcher as one length-prefixed pickle."""
-    data = pickle.dumps(outcome, _PROTOCOL)
-    if len(data) > _MAX_MESSAGE:
-        error = f'task outcome too large to report ({len(data)} bytes)'
-        data = pickle.dumps((_FAILURE, '', error, ''), _PROTOCOL)
-    _write_all(fd, _HEADER.pack(len(data)) + data)
-
-
-def _flush_stdio(ignore: type[BaseException] = BaseException) -> None:
-    """Flush Python's stdout/stderr buffers (os._exit would drop them, a fork would copy them)."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except ignore:  # a child ignores everything here: nothing may stop it from exiting
-            pass
-
-
-# --------------------------------------------------------------------------------------------
-# The launcher process
-
-
-class _Task:
-    """A task child as the launcher tracks it, until it is reaped."""
-
-    __slots__ = ('task_id', 'pid', 'rfd', 'pidfd', 'buf', 'cmd', 'slot')
-
-    def __init__(self, task_id: int | None, pid: int, rfd: int) -> None:
-        self.task_id = task_id  # None: the spare child, not given a task yet
-        self.cmd = -1           # the spare's command pipe, until a task is written to it
-        self.pid = pid          # also its process group id
-        self.rfd = rfd          # result pipe, -1 once closed
-        self.pidfd = -1         # -1 when closed or in SIGCHLD mode
-        self.buf = bytearray()
-        self.slot = 0           # its entry in the table shared with the keeper; 0: none
-
-
-def _load_prctl() -> Callable[..., int] | None:
-    """libc's prctl via ctypes (loaded once in the launcher), or None where unavailable."""
-    try:
-        import ctypes
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (ImportError, OSError, AttributeError):
-        return None
-
-
-def _pidfd_works() -> bool:
-    """Whether os.pidfd_open is present and allowed by the kernel (seccomp may refuse it)."""
-    if not _USE_PIDFD or not hasattr(os, 'pidfd_open'):
-        return False
-    try:
-        os.close(os.pidfd_open(os.getpid()))
-    except OSError:
-        return False
-    return True
-
-
-def _reset_inherited_signals(mask: set[signal.Signals]) -> None:
-    """In the keeper (the launcher inherits it): drop the coordinator's Python signal handlers and
-    wakeup fd, which mean nothing here, then take ``mask``, the coordinator's signal mask.
-
-    start() forks with SIGINT and SIGTERM blocked, so neither can arrive before they are set here.
-    """
-    signal.set_wakeup_fd(-1)
-    for signum in signal.valid_signals():
-        try:
-            if callable(signal.getsignal(signum)):
-                signal.signal(signum, signal.SIG_DFL)
-        except (OSError, ValueError, RuntimeError):
-            pass
-    signal.signal(signal.SIGINT, signal.SIG_IGN)     # a pending SIGINT is discarded here
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)    # SIG_IGN would reap children behind our back
-    # A task's group is not the terminal's foreground group: reading the terminal would stop it
-    # (SIGTTIN) and hang the run.  Ignored, such a read fails with EIO instead, and a write goes
-    # through even with ``stty tostop``.  Children, and programs they exec, inherit this.
-    signal.signal(signal.SIGTTIN, signal.SIG_IGN)
-    signal.signal(signal.SIGTTOU, signal.SIG_IGN)
-    # A SIGTERM to the whole process group must not kill the launcher (and, through the
-    # parent-death signal, every task at once): the coordinator decides, and ends the launcher
-    # through its socket.  Blocked, not ignored, so a child only has to unblock it.
-    signal.pthread_sigmask(signal.SIG_SETMASK, set(mask) | {signal.SIGTERM})
-
-
-def _raise_fd_limit() -> tuple[int, int] | None:
-    """Raise the soft open-files limit (each running task costs two fds); return the old limits."""
-    try:
-        import resource
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        target = hard if hard != resource.RLIM_INFINITY else 1 << 16
-        if soft == resource.RLIM_INFINITY or soft >= target:
-            return None
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        return soft, hard
-    except (ImportError, OSError, ValueError):
-        return None
-
-
-class _Launcher:
-    """The launcher's event loop: forks task children, collects their outcomes, reports them."""
-
-    def __init__(self, sock: socket.socket, run_child: RunChild, table: memoryview,
-                 prctl: Callable[..., int] | None) -> None:
-        self.sock = sock
-        self.run_child = run_child
-        self.table = table      # [0]: slots in use so far; then the pids of unreaped children
-        self.free_slots: list[int] = []
-        self.my_pid = os.getpid()
-        self.sel = selectors.DefaultSelector()
-        self.tasks: dict[int, _Task] = {}          # by pid, until reaped
-        self.inbuf = bytearray()
-        self.outbuf = bytearray()
-        self.chunk = bytearray(_CHUNK)
-        self.view = memoryview(self.chunk)
-        self.peer_gone = False
-        self.spare: _Task | None = None  # a child forked ahead, waiting for its task
-        self.want_write = False
-        self.stopping = False
-        self.killed = False
-        self.deadline = 0.0
-        self.wake_r = self.wake_w = -1
-        self.prctl = prctl      # loaded (and warmed up: that halves the call in children) by the keeper
-        self.old_nofile = _raise_fd_limit()
-        self.resource = sys.modules.get('resource')
-        self.use_pidfd = _pidfd_works()
-        # Every fd of the launcher's own, which a new child closes first thing.
-        self.fds: set[int] = {sock.fileno(), self.sel.fileno()}
-        sock.setblocking(False)
-        self.sel.register(sock, selectors.EVENT_READ, (_EV_SOCK, None))
-        if not self.use_pidfd:
-            self._install_sigchld_wakeup()
-
-    def _install_sigchld_wakeup(self) -> None:
-        """Fallback without pidfds: SIGCHLD writes to a wakeup pipe that the selector watches."""
-        self.wake_r, self.wake_w = os.pipe()
-        self.fds.update((self.wake_r, self.wake_w))
-        os.set_blocking(self.wake_r, False)
-        os.set_blocking(self.wake_w, False)
-        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
-        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
-        self.sel.register(self.wake_r, selectors.EVENT_READ, (_EV_WAKE, None))
-
-    # -- main loop ---------------------------------------------------------------------------
-
-    def run(self) -> None:
-        """Serve until told to stop (or orphaned) and every child is reaped and reported."""
-        while not (self.stopping and not self.tasks and (not self.outbuf or self.peer_gone)):
-            timeout = None
-            if self.stopping and not self.killed:
-                timeout = max(0.0, self.deadline - time.monotonic())
-            for key, mask in self.sel.select(timeout):
-                kind, task = key.data
-                if kind == _EV_RESULT:
-                    self._read_result(task)
-                elif kind == _EV_EXIT:
-                    self._on_pidfd(task)
-                elif kind == _EV_SOCK:
-                    if mask & selectors.EVENT_READ:
-                        self._read_socket()
-                else:
-                    self._on_sigchld()
-            if self.stopping and not self.killed and time.monotonic() >= self.deadline:
-                self._signal_all(signal.SIGKILL)
-                self.killed = True
-            self._flush()
-
-    # -- coordinator socket ------------------------------------------------------------------
-
-    def _read_socket(self) -> None:
-        """Take in what the coordinator sent and act on every whole message."""
-        try:
-            n = self.sock.recv_into(self.chunk)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            n = 0
-        if n == 0:
-            self._lose_peer()
-            return
-        self.inbuf += self.view[:n]
-        for message in _take_messages(self.inbuf):
-            self._dispatch(message)
-
-    def _dispatch(self, message: tuple) -> None:
-        """Carry out one coordinator message."""
-        kind = message[0]
-        if kind == _MSG_LAUNCH:
-            self._spawn(*message[1:])
-        elif kind == _MSG_SIGNAL:
-            self._signal_all(message[1])
-        elif kind == _MSG_STOP:
-            self._begin_stop(message[1])
-
-    def _lose_peer(self) -> None:
-        """The coordinator is gone: nobody to report to, so end the tasks and exit."""
-        self.peer_gone = True
-        self.outbuf.clear()
-        try:
-            self.sel.unregister(self.sock)
-        except (KeyError, ValueError):
-            pass
-        self._begin_stop(_ORPHAN_GRACE)
-
-    def _flush(self) -> None:
-        """Send buffered completions without blocking; watch for writability while some remain."""
-        if self.peer_gone:
-            return
-        if self.outbuf:
-            try:
-                sent = self.sock.send(self.outbuf, socket.MSG_NOSIGNAL)
-                del self.outbuf[:sent]
-            except (BlockingIOError, InterruptedError):
-                pass
-            except OSError:
-                self._lose_peer()
-                return
-        want = bool(self.outbuf)
-        if want != self.want_write:
-            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if want else 0)
-            self.sel.modify(self.sock, events, (_EV_SOCK, None))
-            self.want_write = want
-
-    def _report(self, task_id: int, pid: int, exitcode: int | None, signum: int | None,
-                raw: bytes | None, error: str) -> None:
-        """Queue one completion for the coordinator; ``raw`` is the child's own pickled outcome."""
-        if not self.peer_gone:
-            self.outbuf += _frame((task_id, pid, exitcode, signum, raw, error))
-
-    # -- stopping ----------------------------------------------------------------------------
-
-    def _signal_all(self, signum: int) -> None:
-        """Send a signal to the process group of every task child not yet reaped.
-
-        An unreaped child keeps its pid, and so its group id, from being reused: the group is ours.
-        """
-        for pid in list(self.tasks):
-            try:
-                os.killpg(pid, signum)
-            except (ProcessLookupError, PermissionError):
-                pass
-
-    def _end_group(self, task: _Task) -> None:
-        """Call just before reaping an ended task child: kill what is left of its group, unlist it.
-
-        SIGKILL, not SIGTERM then SIGKILL: the task has ended, so what is left is work nobody
-        waits for; a grace period would mean watching the group after its leader is reaped, when
-        its id no longer stays ours.  A program that must shut down cleanly is the task's to wait
-        for (SIGTERM reaches the whole group on every stop, while the task still lives).  The
-        spare child's group holds only itself until it runs a task.
-        """
-        try:
-            os.killpg(task.pid, _SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self._unlist(task)      # before the reap: a listed pid is always one not reaped yet
-
-    def _unlist(self, task: _Task) -> None:
-        """Free a child's slot in the table shared with the keeper."""
-        if task.slot:
-            self.table[task.slot] = 0
-            self.free_slots.append(task.slot)
-            task.slot = 0
-
-    def _list(self, pid: int) -> int:
-        """Enter a new child in the table shared with the keeper; its slot, or 0 when full."""
-        if self.free_slots:
-            slot = self.free_slots.pop()
-        else:
-            slot = self.table[0] + 1
-            if slot >= len(self.table):
-                return 0
-            self.table[0] = slot
-        self.table[slot] = pid
-        return slot
-
-    def _begin_stop(self, grace: float) -> None:
-        """SIGTERM the children now; the main loop SIGKILLs them once ``grace`` seconds have passed."""
-        deadline = time.monotonic() + max(0.0, grace)
-        if self.stopping:
-            self.deadline = min(self.deadline, deadline)
-            return
-        self.stopping = True
-        self.deadline = deadline
-        spare, self.spare = self.spare, None
-        if spare is not None and spare.cmd >= 0:  # EOF on its command pipe: it exits
-            self.fds.discard(spare.cmd)
-            _close_quietly([spare.cmd])
-            spare.cmd = -1
-        self._signal_all(signal.SIGTERM)
-
-    # -- task children -----------------------------------------------------------------------
-
-    def _spawn(self, task_id: int, step_index: int, sequence: tuple, payload: dict) -> None:
-        """Run a task in the spare child if there is one, else in a new child; then fork a spare.
-
-        The spare is forked ahead of need, off the critical path: a dependent task starts as
-        soon as its assignment is written, not after a fork (which costs milliseconds here).
-        """
-        if self.stopping:
-            self._report(task_id, 0, None, None, None, 'launcher is stopping; task not started')
-            return
-        spare, self.spare = self.spare, None
-        if spare is not None and self._assign(spare, task_id, (step_index, sequence, payload)):
-            self._fork_spare()
-            return
-        if self._fork(task_id, lambda wfd: self._child(wfd, step_index, sequence, payload)):
-            self._fork_spare()
-
-    def _fork_spare(self) -> None:
-        """Fork the child the next task will run in; it waits on its command pipe until then."""
-        self._fork(None, lambda wfd, cmd: self._child(wfd, 0, (), {}, cmd))
-
-    def _assign(self, spare: _Task, task_id: int, work: tuple) -> bool:
-        """Hand a task to the spare child; False when the spare has gone meanwhile."""
-        cmd, spare.cmd = spare.cmd, -1
-        self.fds.discard(cmd)
-        try:
-            if spare.pid not in self.tasks:
-                return False
-            _write_all(cmd, _frame(work))
-            spare.task_id = task_id
-            return True
-        except OSError:
-            return False
-        finally:
-            os.close(cmd)
-
-    def _fork(self, task_id: int | None, body: Callable[..., NoReturn]) -> bool:
-        """Fork a child running ``body(result_wfd[, command_rfd])`` and watch its pipe and exit.
-
-        ``task_id`` None forks the spare, which also gets a command pipe to wait on.
-        """
-        pipes: list[int] = []
-        try:
-            rfd, wfd = os.pipe()
-            pipes += [rfd, wfd]
-            if task_id is None:
-                crfd, cwfd = os.pipe()
-                pipes += [crfd, cwfd]
-            pid = os.fork()
-        except OSError as exc:
-            _close_quietly(pipes)
-            if task_id is not None:
-                self._report(task_id, 0, None, None, None, f'could not start task process: {exc}')
-            return False
-        if pid == 0:
-            try:
-                if task_id is None:
-                    os.close(cwfd)
-                    body(wfd, crfd)
-                else:
-                    body(wfd)
-            finally:
-                os._exit(1)
-        try:        # the child does the same first thing: whichever runs first, the group exists
-            os.setpgid(pid, pid)    # before the launcher can signal it or the task can fork
-        except OSError:
-            pass
-        os.close(wfd)
-        os.set_blocking(rfd, False)
-        self.fds.add(rfd)
-        task = _Task(task_id, pid, rfd)
-        task.slot = self._list(pid)
-        if task_id is None:
-            os.close(crfd)
-            task.cmd = cwfd
-            self.fds.add(cwfd)
-            self.spare = task
-        self.tasks[pid] = task
-        self.sel.register(rfd, selectors.EVENT_READ, (_EV_RESULT, task))
-        if self.use_pidfd:
-            try:
-                task.pidfd = os.pidfd_open(pid)
-                self.fds.add(task.pidfd)
-            except OSError as exc:
-                self._end_group(task)
-                self._finish(task, os.waitpid(pid, 0)[1], f'could not watch task process: {exc}')
-                return False
-            self.sel.register(task.pidfd, selectors.EVENT_READ, (_EV_EXIT, task))
-        return True
-
-    def _child(self, wfd: int, step_index: int, sequence: tuple, payload: dict, cmd: int = -1) -> NoReturn:
-        """Body of a task child: shed the launcher's state, run the task, report, exit.
-
-        The spare child (``cmd`` >= 0) first waits on its command pipe for its task; end of file
-        there means the launcher is stopping.  Every distinct call here costs page faults in each
-        child, so the path is kept short.
-        """
-        code = 0
-        try:
-            self._prepare_child()
-            if cmd >= 0:
-                header = _read_exactly(cmd, _HEADER.size)
-                if header is None:
-                    os._exit(0)
-                step_index, sequence, payload = pickle.loads(_read_exactly(cmd, _HEADER.unpack(header)[0]))
-            outcome = _run_task(self.run_child, step_index, sequence, payload)
-            _write_outcome(wfd, outcome)
-            _flush_stdio()
-        except BaseException:  # noqa: B036 - a child must never return into the launcher loop
-            code = 1
-        finally:
-            os._exit(code)
-
-    def _prepare_child(self) -> None:
-        """In a new child: lead a process group, die with the launcher, restore signals, close fds."""
-        os.setpgid(0, 0)
-        if self.prctl is not None:
-            self.prctl(_PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0)
-            if os.getppid() != self.my_pid:    # the launcher died before prctl took effect
-                os._exit(1)
-        if not self.use_pidfd:
-            _signal.set_wakeup_fd(-1)
-            _signal.signal(_SIGCHLD, _SIG_DFL)
-        # SIGTERM is at its default but blocked in the launcher; a fork has no pending signals.
-        _signal.pthread_sigmask(_signal.SIG_UNBLOCK, (_SIGTERM,))
-        _close_quietly(self.fds)
-        if self.old_nofile is not None and self.resource is not None:
-            self.resource.setrlimit(self.resource.RLIMIT_NOFILE, self.old_nofile)
-
-    def _read_result(self, task: _Task) -> None:
-        """Read what a child wrote so far; stop watching the pipe once its outcome is whole."""
-        if task.rfd < 0:
-            return              # a stale event: the pipe was closed earlier in this round
-        try:
-            n = os.readv(task.rfd, [self.chunk])
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            n = 0
-        if n:
-            task.buf += self.view[:n]
-        if n == 0 or _has_whole_message(task.buf):
-            self._close_result(task)
-
-    def _close_result(self, task: _Task) -> None:
-        """Unregister and close a child's result pipe."""
-        self.sel.unregister(task.rfd)
-        self.fds.discard(task.rfd)
-        os.close(task.rfd)
-        task.rfd = -1
-
-    def _drain_result(self, task: _Task) -> None:
-        """After the child ended: take what is left in its pipe (never blocks) and close it."""
-        while task.rfd >= 0:
-            try:
-                n = os.readv(task.rfd, [self.chunk])
-            except (BlockingIOError, InterruptedError):
-                n = 0   # a grandchild still holds the write end; the child's own writes are all here
-            except OSError:
-                n = 0
-            if n == 0:
-                self._close_result(task)
-            else:
-                task.buf += self.view[:n]
-
-    def _on_pidfd(self, task: _Task) -> None:
-        """A child's pidfd is readable: it has ended, so end its group and reap it."""
-        if task.pidfd < 0:
-            return
-        self._end_group(task)
-        try:
-            pid, status = os.waitpid(task.pid, os.WNOHANG)
-        except ChildProcessError:
-            pid, status = task.pid, -1
-        if pid:
-            self._finish(task, status)
-
-    def _on_sigchld(self) -> None:
-        """Fallback mode: SIGCHLD woke us; reap every child that has ended."""
-        try:
-            while os.read(self.wake_r, _CHUNK):
-                pass
-        except (BlockingIOError, InterruptedError):
-            pass
-        while self.tasks:
-            try:    # find an ended child without reaping it, so that its group id stays ours
-                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-            except ChildProcessError:
-                break
-            if info is None:
-                break
-            task = self.tasks.get(info.si_pid)
-            if task is not None:
-                self._end_group(task)
-            try:
-                _, status = os.waitpid(info.si_pid, 0)
-            except ChildProcessError:
-                continue
-            if task is not None:
-                self._finish(task, status)
-
-    def _finish(self, task: _Task, status: int, error: str = '') -> None:
-        """A child was reaped: release its fds and report its outcome, or why there is none."""
-        del self.tasks[task.pid]
-        if task.cmd >= 0:  # a spare that ended before it got a task (stopping, or killed)
-            self.fds.discard(task.cmd)
-            _close_quietly([task.cmd])
-            task.cmd = -1
-        if self.spare is task:
-            self.spare = None
-        if task.pidfd >= 0:
-            self.sel.unregister(task.pidfd)
-            self.fds.discard(task.pidfd)
-            os.close(task.pidfd)
-            task.pidfd = -1
-        self._drain_result(task)
-        exitcode, signum = _decode_status(status) if status >= 0 else (None, None)
-        if task.task_id is None:
-            return
-        raw = _first_message(task.buf)
-        if raw is None and not error:
-            error = _describe_end('task process', exitcode, signum) + ' without a result'
-        self._report(task.task_id, task.pid, exitcode, signum, raw, error)
-
-
-def _launcher_main(sock: socket.socket, run_child: RunChild, table: memoryview,
-                   prctl: Callable[..., int] | None) -> NoReturn:
-    """Entry point of the launcher process (forked by the keeper); it only ever leaves through os._exit."""
-    def body() -> None:
-        gc.freeze()   # a collection in a child then skips inherited objects: fewer copy-on-write faults
-        _Launcher(sock, run_child, table, prctl).run()
-    _exit_after(body)
-
-
-def _exit_after(body: Callable[[], None]) -> NoReturn:
-    """Run a forked process's ``body``, then leave through os._exit: 0, or 70 with the traceback
-    printed when it raised; a fork must never return into the code it was forked from."""
-    code = 0
-    try:
-        body()
-    except BaseException:  # noqa: B036 - whatever happens, the fork ends here
-        code = 70
-        try:
-            traceback.print_exc()
-            _flush_stdio()
-        except BaseException:  # noqa: B036
-            pass
-    finally:
-        os._exit(code)
-
-
-# --------------------------------------------------------------------------------------------
-# The keeper
-
-
-def _proc_stat(pid: int) -> tuple[str, int, int, int, int] | None:
-    """(state, parent pid, process group, flags, pending signals) of a process; None when gone."""
-    try:
-        with open(f'/proc/{pid}/stat', 'rb') as f:
-            stat = f.read()
-        fields = stat[stat.rindex(b')') + 2:].split()
-        return fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[6]), int(fields[28])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _children(pid: int) -> list[int]:
-    """The pids of a process's children, from /proc."""
-    try:
-        with open(f'/proc/{pid}/task/{pid}/children', 'rb') as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:    # a kernel without CONFIG_PROC_CHILDREN: look through every process
-        return [int(e) for e in os.listdir('/proc')
-                if e.isdigit() and (_proc_stat(int(e)) or ('', 0))[1] == pid]
-
-
-def _tell(fd: int, value: int) -> None:
-    """Send one number to the coordinator; it may be gone, which is no error here."""
-    try:
-        os.write(fd, _INT.pack(value))
-    except OSError:
-        pass
-
-
-class _Keeper:
-    """The launcher's parent and subreaper: it ends what the launcher's death leaves of the tasks.
-
-    While the launcher lives, the keeper only reaps what is orphaned below it (a program whose task
-    has ended and whose group the launcher killed), so none is left a zombie.  When the launcher
-    dies, the kernel hands its children to the keeper; the keeper kills the group of every one the
-    launcher listed as unreaped before reaping it.  It kills a group only while the group's leader is
-    its own unreaped child (checked in /proc), so the group id cannot be someone else's.
-    """
-
-    def __init__(self, launcher: int, table: memoryview) -> None:
-        self.me = os.getpid()
-        self.launcher = launcher
-        self.table = table
-
-    def wait_launcher(self) -> int:
-        """Reap the orphans handed to the keeper until the launcher ends; its wait status."""
-        while True:
-            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)   # found, not reaped yet
-            if info.si_pid == self.launcher:
-                return os.waitpid(self.launcher, 0)[1]
-            if info.si_pid in self._listed():   # a task child of a launcher that is dying
-                self._kill_group(info.si_pid)
-            try:
-                os.waitpid(info.si_pid, 0)
-            except ChildProcessError:
-                pass
-
-    def end_tasks(self) -> None:
-        """After the launcher's death: kill the group of every task child it left unreaped."""
-        for pid in self._listed():
-            self._kill_group(pid)
-
-    def drain(self) -> None:
-        """Reap the children that are ending (killed with their group); within _KEEPER_DRAIN s."""
-        signal.signal(signal.SIGALRM, signal.SIG_DFL)
-        signal.alarm(_KEEPER_DRAIN)     # a process stuck in the kernel must not keep us (and stop())
-        reaped = True
-        while reaped:
-            reaped = False
-            for child in _children(self.me):
-                stat = _proc_stat(child)
-                if stat is None or stat[1] != self.me:
-                    continue
-                state, _, _, flags, pending = stat
-                if state in 'ZX' or flags & _PF_EXITING or pending & _SIGKILL_BIT:
-                    try:
-                        os.waitpid(child, 0)
-                        reaped = True
-                    except ChildProcessError:
-                        pass
-            # what is left lives on (a program that left its task's group): init inherits it
-
-    def _listed(self) -> set[int]:
-        """The pids the launcher listed as its unreaped task children."""
-        used = min(self.table[0], len(self.table) - 1)
-        return set(self.table[1:used + 1].tolist()) - {0}
-
-    def _kill_group(self, pid: int) -> None:
-        """SIGKILL the process group led by ``pid``, if ``pid`` is our own child not yet reaped."""
-        stat = _proc_stat(pid)
-        if stat is not None and stat[1] == self.me and stat[2] == pid:
-            try:
-                os.killpg(pid, _SIGKILL)
-            except OSError:
-                pass
-
-
-def _keeper_main(sock: socket.socket, report: int, run_child: RunChild,
-                 mask: set[signal.Signals]) -> NoReturn:
-    """Entry point of the keeper process (forked by start()); it only ever leaves through os._exit.
-
-    It forks the launcher, tells the coordinator the launcher's pid through ``report``, waits for
-    the launcher's end, ends the tasks it left, tells the coordinator the launcher's wait status,
-    reaps what it killed, and exits.
-    """
-    def body() -> None:
-        _reset_inherited_signals(mask)
-        for other in list(_LIVE_SOCKETS):   # detach: the copied object must not close a reused fd
-            if other.fileno() >= 0:
-                _close_quietly([other.detach()])
-        prctl = _load_prctl()
-        if prctl is not None:
-            prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)   # orphans below come to us, not to init
-            prctl(_PR_SET_PDEATHSIG, 0, 0, 0, 0)          # warm ctypes up for the task children
-        table = memoryview(mmap.mmap(-1, _TABLE_SLOTS * 4)).cast('i')   # shared with the launcher
-        gc.freeze()
-        try:
-            pid = os.fork()
-        except OSError:
-            _tell(report, 0)
-            raise
-        if pid == 0:
-            try:
-                os.close(report)
-            finally:
-                _launcher_main(sock, run_child, table, prctl)
-        # A group of its own: a signal to the coordinator's whole group (SIGKILL, SIGQUIT) that ends
-        # the launcher leaves the keeper to end the tasks.  The launcher stays in the coordinator's.
-        try:
-            os.setpgid(0, 0)
-        except OSError:
-            pass
-        sock.close()
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})  # a gone coordinator: EPIPE, no death
-        keeper = _Keeper(pid, table)
-        _tell(report, pid)
-        status = keeper.wait_launcher()
-        keeper.end_tasks()
-        _tell(report, status)
-        os.close(report)
-        keeper.drain()
-    _exit_after(body)
-
-
-# --------------------------------------------------------------------------------------------
-# The coordinator side
-
-
 class ProcessLauncher:
     """Runs each task in its own forked process, by way of one launcher process forked early.
 
-    Each task process leads a process group; nothing left in it outlives the task (see the module's
-    docstring, which also describes the keeper, the launcher's parent).
+    Each task process leads a process group; nothing left in it outlives the task (see the docstring
+    of :mod:`sequent.eventor.forkserver`, which also describes the keeper, the launcher's parent).
 
     Use from the coordinator: ``start()`` before any thread or database exists, then ``launch()``
     tasks, select on ``fileno()`` and ``collect()`` completions, and ``stop()`` at the end.  Methods
@@ -977,7 +87,7 @@ class ProcessLauncher:
         self._running: set[int] = set()
         self._pending: list[Completion] = []  # completions made here, handed out by collect()
         self._inbuf = bytearray()
-        self._chunk = bytearray(4 * _CHUNK)
+        self._chunk = bytearray(4 * CHUNK)
         self._view = memoryview(self._chunk)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -989,7 +99,7 @@ class ProcessLauncher:
                 if self._stopped:
                     raise RuntimeError(f'{self._name}: cannot start a stopped launcher')
                 return
-            _flush_stdio(Exception)   # else the launcher and each task would write it out again
+            flush_stdio(Exception)   # else the launcher and each task would write it out again
             mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             report_r, report_w = os.pipe()
             # SIGINT and SIGTERM stay blocked across the fork: the keeper sets its dispositions
@@ -1002,21 +112,21 @@ class ProcessLauncher:
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                 mine.close()
                 theirs.close()
-                _close_quietly([report_r, report_w])
+                close_quietly([report_r, report_w])
                 raise
             if pid == 0:
                 try:
                     mine.close()
                     os.close(report_r)
                 finally:
-                    _keeper_main(theirs, report_w, self._run_child, mask)
+                    keeper_main(theirs, report_w, self._run_child, mask, _USE_PIDFD)
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             theirs.close()
             os.close(report_w)
             self._sock = mine
             self._keeper = pid
             self._report_fd = report_r
-            _LIVE_SOCKETS.add(mine)
+            LIVE_SOCKETS.add(mine)
 
     def stop(self, grace: float = 5.0) -> list[Completion]:
         """End the launcher and return the completions not collected yet.
@@ -1035,13 +145,13 @@ class ProcessLauncher:
             out = self._take_pending()
             if not self._dead:
                 try:
-                    self._sock.sendall(_frame((_MSG_STOP, grace)), socket.MSG_NOSIGNAL)
+                    self._sock.sendall(encode((MSG_STOP, grace)), socket.MSG_NOSIGNAL)
                 except OSError:
                     pass
                 self._read_until_eof(out, max(0.0, grace) + _STOP_MARGIN)
                 self._launcher_gone(out)
             self._reap_keeper(block=True)
-            _LIVE_SOCKETS.discard(self._sock)
+            LIVE_SOCKETS.discard(self._sock)
             self._sock.close()
             return out
 
@@ -1095,7 +205,7 @@ class ProcessLauncher:
             if self._dead:
                 self._pending.append(self._lost(task_id, 'task not started'))
                 return
-            message = _frame((_MSG_LAUNCH, task_id, step_index, sequence, payload))
+            message = encode((MSG_LAUNCH, task_id, step_index, sequence, payload))
             self._running.add(task_id)
             try:
                 sock.sendall(message, socket.MSG_NOSIGNAL)
@@ -1126,7 +236,7 @@ class ProcessLauncher:
             if self._dead:
                 return
             try:
-                sock.sendall(_frame((_MSG_SIGNAL, int(signum))), socket.MSG_NOSIGNAL)
+                sock.sendall(encode((MSG_SIGNAL, int(signum))), socket.MSG_NOSIGNAL)
             except OSError:
                 pass
 
@@ -1167,7 +277,7 @@ class ProcessLauncher:
 
     def _parse(self, out: list[Completion]) -> None:
         """Turn the whole messages in the input buffer into completions."""
-        out.extend(self._completion(*message) for message in _take_messages(self._inbuf))
+        out.extend(self._completion(*message) for message in take_messages(self._inbuf))
 
     def _completion(self, task_id: int, pid: int, exitcode: int | None, signum: int | None,
                     raw: bytes | None, error: str) -> Completion:
@@ -1179,7 +289,7 @@ class ProcessLauncher:
                 return Completion(task_id, pid, status, result, err, tb, exitcode, signum)
             except Exception as exc:
                 error = f'undecodable outcome from task process: {exc!r}'
-        return Completion(task_id, pid, _FAILURE, '', error, '', exitcode, signum)
+        return Completion(task_id, pid, FAILURE, '', error, '', exitcode, signum)
 
     def _read_until_eof(self, out: list[Completion], timeout: float) -> None:
         """Collect until the launcher closes its end; SIGKILL it if it takes more than ``timeout``."""
@@ -1206,13 +316,13 @@ class ProcessLauncher:
 
     def _launcher_gone(self, out: list[Completion]) -> None:
         """Learn how the launcher ended (from its keeper) and fail every task it had not reported."""
-        self._read_report(2 * _INT.size, _STOP_MARGIN)
-        if len(self._report) >= 2 * _INT.size:
-            status = _INT.unpack_from(self._report, _INT.size)[0]
+        self._read_report(2 * KEEPER_REPORT.size, _STOP_MARGIN)
+        if len(self._report) >= 2 * KEEPER_REPORT.size:
+            status = KEEPER_REPORT.unpack_from(self._report, KEEPER_REPORT.size)[0]
             self._reap_keeper(block=False)      # else stop() reaps it
         else:       # the keeper could not fork the launcher, or died itself: its own end tells
             status = self._reap_keeper(block=True)
-        self._death = _decode_status(status) if status is not None else (None, None)
+        self._death = decode_status(status) if status is not None else (None, None)
         self._dead = True
         for task_id in sorted(self._running):
             out.append(self._lost(task_id, 'task lost'))
@@ -1221,9 +331,9 @@ class ProcessLauncher:
     def _launcher_pid(self) -> int | None:
         """The launcher's pid: the first number on the keeper's pipe, sent right after its fork."""
         if self._pid is None and self._keeper is not None:
-            self._read_report(_INT.size, _STOP_MARGIN)
-            if len(self._report) >= _INT.size:
-                self._pid = _INT.unpack_from(self._report)[0] or None
+            self._read_report(KEEPER_REPORT.size, _STOP_MARGIN)
+            if len(self._report) >= KEEPER_REPORT.size:
+                self._pid = KEEPER_REPORT.unpack_from(self._report)[0] or None
         return self._pid
 
     def _read_report(self, size: int, timeout: float) -> None:
@@ -1263,5 +373,5 @@ class ProcessLauncher:
     def _lost(self, task_id: int, what: str) -> Completion:
         """A failure for a task the launcher can no longer run or report."""
         exitcode, signum = self._death
-        error = f'{_describe_end(f"launcher process {self._name!r}", exitcode, signum)}; {what}'
-        return Completion(task_id, 0, _FAILURE, '', error, '', exitcode, signum)
+        error = f'{describe_end(f"launcher process {self._name!r}", exitcode, signum)}; {what}'
+        return Completion(task_id, 0, FAILURE, '', error, '', exitcode, signum)
