@@ -83,16 +83,16 @@ def build() -> seq.Sequent:
 
 def sigterm_after_the_scheduler_loop() -> None:
     """Fault injection: SIGTERM arrives just as the scheduler's loop has ended (the last task done)."""
-    from sequent.eventor import scheduler
+    from sequent.eventor import coordinator as scheduler
 
-    loop = scheduler.Scheduler.run
+    loop = scheduler.Coordinator.run
 
     def run_then_sigterm(self):
         outcome = loop(self)
         os.kill(os.getpid(), signal.SIGTERM)
         return outcome
 
-    scheduler.Scheduler.run = run_then_sigterm
+    scheduler.Coordinator.run = run_then_sigterm
 
 
 if __name__ == '__main__':

@@ -26,7 +26,7 @@ from .runners import Inbox
 from .text import DEPTH_LIMIT, RUN_ID_LIMIT, name_problem
 
 if TYPE_CHECKING:  # imported when a run starts: `import sequent` stays light
-    from .scheduler import Scheduler
+    from .coordinator import Coordinator
     from .store import Store
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -383,7 +383,7 @@ class Eventor:
         forks = any(ex.forks for ex in executors.values())
         outcome: RunEnd = RunEnd.failure
         attempt: Optional[tuple[str, int]] = None  # (run_id, recovery) once its row is written and not yet ended
-        scheduler: Optional[Scheduler] = None
+        coordinator: Optional[Coordinator] = None
         doing = "opening it"
         try:
             if self.run_mode is RunMode.restart:
@@ -421,9 +421,9 @@ class Eventor:
                                 mode=self.run_mode.name, recovery=self.recovery, based_on=based_on,
                                 fingerprint=self.fingerprint(), steps=self._shape())
             attempt = (run_id, self.recovery)
-            from .scheduler import Scheduler
+            from .coordinator import Coordinator
 
-            scheduler = Scheduler(
+            coordinator = Coordinator(
                 self.program, store.writer(run_id, self.recovery, self.host), logger=log, run_id=run_id,
                 recovery=self.recovery, envvar_prefix=self.config["envvar_prefix"],
                 max_concurrent=self.config["max_concurrent"],
@@ -434,11 +434,11 @@ class Eventor:
             if not store.is_memory:  # nobody else can reach an in-memory store, so it needs no lease
                 beat_conn = store.connect()
                 lease = runlock.Lease(lambda: store.beat(beat_conn, run_id, token), logger=log,
-                                      on_lost=lambda: scheduler.inbox.put(("lost", None)))
-                scheduler.lease = lease
+                                      on_lost=lambda: coordinator.inbox.put(("lost", None)))
+                coordinator.lease = lease
                 lease.start()
             doing = "recording the run's progress"
-            outcome = scheduler.run()
+            outcome = coordinator.run()
             if lease is not None:
                 lease.stop()
             doing = "recording the attempt's end"
@@ -450,8 +450,8 @@ class Eventor:
                     f"from store {target.display}, for longer than the lock's limit of {runlock.STALE_AFTER:g} s); "
                     f"it started nothing after that and stopped its running tasks. The run goes on under the "
                     f"coordinator that took it over: see its history")
-            if scheduler.deadlock:
-                raise EventorError(f"run {run_id!r}: {scheduler.deadlock}")
+            if coordinator.deadlock:
+                raise EventorError(f"run {run_id!r}: {coordinator.deadlock}")
         except Exception as exc:
             fault = store is not None and not isinstance(exc, EventorError) and store.is_fault(exc)
             if attempt is not None:
@@ -465,7 +465,7 @@ class Eventor:
         finally:
             if lease is not None:
                 lease.stop()
-            abandon = scheduler.abandons if scheduler is not None else False
+            abandon = coordinator.abandons if coordinator is not None else False
             for ex in reversed(started):
                 ex.stop(float(self.config["shutdown_grace"]), abandon=abandon)
             inbox.close()
@@ -485,10 +485,10 @@ class Eventor:
             if logs is not None:
                 logging.getLogger(logs.logger_name).info("Processing finished with: %s", outcome)
                 logs.stop()
-            if scheduler is not None:
-                scheduler.restore_signals()
-        if scheduler is not None and scheduler.late_signal is not None:
-            self._reraise(scheduler.late_signal)
+            if coordinator is not None:
+                coordinator.restore_signals()
+        if coordinator is not None and coordinator.late_signal is not None:
+            self._reraise(coordinator.late_signal)
         return outcome is RunEnd.success
 
     def _take_lock(self, store: Store, token: str, log: logging.Logger) -> None:

@@ -1,6 +1,6 @@
 """The program model: plain data describing events, steps, containers and associations.
 
-An :class:`~sequent.eventor.Eventor` collects these while the program is built; the scheduler
+An :class:`~sequent.eventor.Eventor` collects these while the program is built; the coordinator
 then reads them, never changes them.  Sequences are tuples of positive ints inside the engine
 (``(1, 2, 2)``) and strings (``'1.2.2'``) at its edges: env vars, logs and the store.
 """

@@ -9,9 +9,10 @@ store.  A *round* applies what happened, lets everything that
 can now start pass its gates, commits the round's store changes, and only then launches: a
 task's start is never visible before the state it depends on is durable.
 
-Containers run as frames: a frame is one iteration of one container (the root is a frame
-too).  A frame counts what is pending inside it (tasks, delays, child containers); when the
-count drops to zero the iteration is over, and the container starts its next one or ends.
+Containers run as iterations: an :class:`Iteration` is one pass of one container over its
+steps (the root of the run is one too).  It counts what is pending inside it (tasks, delays,
+child containers); when the count drops to zero the iteration is over, and the container
+starts its next one or ends.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
 _END = object()
 
-#: A task's lifecycle: every change of its status goes through Scheduler._move, which checks it
+#: A task's lifecycle: every change of its status goes through Coordinator._move, which checks it
 #: here, records it, and fires the step's triggers for the new status.  A task is created
 #: ``ready`` (firing READY).  Then:
 #:
@@ -51,7 +52,7 @@ _END = object()
 #: ready     success   a recovery skips it: it succeeded before (ACTIVE, then SUCCESS)
 #: active    success   it ended well (SUCCESS)
 #: active    failure   it ended badly (FAILURE fires only where a sibling handles it;
-#:                     otherwise the failure propagates, see Scheduler._failed)
+#:                     otherwise the failure propagates, see Coordinator._failed)
 #: ========  ========  ==============================================================
 #:
 #: ``fueled`` is the original's status between allocate and active, which no task enters here:
@@ -73,12 +74,12 @@ def _text(exc: BaseException) -> str:
     return storable(text, ERROR_LIMIT)
 
 
-class Frame:
+class Iteration:
     """One iteration of a container (``owner``), or the root of the run (``owner`` None)."""
 
     __slots__ = ("owner", "seq", "parent", "pending", "failed", "stopping")
 
-    def __init__(self, owner: Optional["Task"], seq: tuple, parent: Optional["Frame"]):
+    def __init__(self, owner: Optional["Task"], seq: tuple, parent: Optional["Iteration"]):
         self.owner = owner
         self.seq = seq
         self.parent = parent
@@ -87,43 +88,43 @@ class Frame:
         self.stopping = False  # no new task may start inside
 
     def halted(self) -> bool:
-        """True when this frame or one around it is stopping."""
-        frame: Optional[Frame] = self
-        while frame is not None:
-            if frame.stopping:
+        """True when this iteration or one around it is stopping."""
+        iteration: Optional[Iteration] = self
+        while iteration is not None:
+            if iteration.stopping:
                 return True
-            frame = frame.parent
+            iteration = iteration.parent
         return False
 
-    def within(self, other: "Frame") -> bool:
-        frame: Optional[Frame] = self
-        while frame is not None:
-            if frame is other:
+    def within(self, other: "Iteration") -> bool:
+        iteration: Optional[Iteration] = self
+        while iteration is not None:
+            if iteration is other:
                 return True
-            frame = frame.parent
+            iteration = iteration.parent
         return False
 
 
 class Task:
     """A step at a sequence, in this attempt."""
 
-    __slots__ = ("id", "step", "seq", "seq_str", "frame", "status", "created", "started", "recorded",
-                 "iterator", "iteration", "current", "holds")
+    __slots__ = ("id", "step", "seq", "seq_str", "iteration", "status", "created", "started", "recorded",
+                 "iterator", "iterations", "current", "holds")
 
-    def __init__(self, id: int, step: StepDef, seq: tuple, frame: Frame, now: float):
+    def __init__(self, id: int, step: StepDef, seq: tuple, iteration: Iteration, now: float):
         self.id = id
         self.step = step
         self.seq = seq
         self.seq_str = format_sequence(seq)
-        self.frame = frame
+        self.iteration = iteration
         self.status = StepStatus.ready
         self.created = now
         self.started: Optional[float] = None
         self.recorded = False  # has a row in the store (committed or buffered)
         # containers only
         self.iterator: Optional[Iterator] = None
-        self.iteration = 0
-        self.current: Optional[Frame] = None
+        self.iterations = 0  # started so far
+        self.current: Optional[Iteration] = None
         self.holds = False  # holds resources it has not given back yet
 
     def __repr__(self) -> str:
@@ -132,14 +133,14 @@ class Task:
 
 
 class _Timer:
-    __slots__ = ("due", "target", "is_step", "seq", "frame", "cancelled")
+    __slots__ = ("due", "target", "is_step", "seq", "iteration", "cancelled")
 
-    def __init__(self, due: float, target: str, is_step: bool, seq: tuple, frame: Frame):
-        self.due, self.target, self.is_step, self.seq, self.frame = due, target, is_step, seq, frame
+    def __init__(self, due: float, target: str, is_step: bool, seq: tuple, iteration: Iteration):
+        self.due, self.target, self.is_step, self.seq, self.iteration = due, target, is_step, seq, iteration
         self.cancelled = False
 
 
-class Scheduler:
+class Coordinator:
     """Runs one attempt of a program to its end; :meth:`run` returns the outcome."""
 
     def __init__(self, program: Program, writer: RunWriter, *, logger: logging.Logger, run_id: str,
@@ -179,8 +180,8 @@ class Scheduler:
                 for ref in set(ev.condition.refs()):
                     self.dependents.setdefault(ref, []).append(ev)
 
-        self.root = Frame(None, (), None)
-        self.frames: dict[tuple[str, tuple], Frame] = {}
+        self.root = Iteration(None, (), None)
+        self.open_iterations: dict[tuple[str, tuple], Iteration] = {}
         self.fired: dict[tuple, set[str]] = {}
         self.seen: set[tuple[str, tuple]] = set()
         self.ids = itertools.count(1)
@@ -364,7 +365,7 @@ class Scheduler:
         while True:
             while self.ready:
                 task = self.ready.popleft()
-                if task.frame.halted():
+                if task.iteration.halted():
                     self._drop(task)
                 elif not task.step.is_container and self._replay(task) is StepReplay.skip:
                     self._skip(task)  # acquires nothing
@@ -444,7 +445,7 @@ class Scheduler:
         wanting, self.wanting = self.wanting, []
         for i, task in enumerate(wanting):
             step = task.step
-            if task.frame.halted():
+            if task.iteration.halted():
                 self._drop(task)
                 continue
             if not step.is_container and (self._full() or self._step_full(step)):
@@ -470,11 +471,11 @@ class Scheduler:
     def _inside_holder(task: Task) -> bool:
         """True inside a container that holds pools: it cannot end, and give them back, until its
         steps ran, so they may take what is free even when an earlier request waits for more."""
-        frame: Optional[Frame] = task.frame
-        while frame is not None and frame.owner is not None:
-            if frame.owner.holds:
+        iteration: Optional[Iteration] = task.iteration
+        while iteration is not None and iteration.owner is not None:
+            if iteration.owner.holds:
                 return True
-            frame = frame.parent
+            iteration = iteration.parent
         return False
 
     def _give_back(self, task: Task) -> None:
@@ -507,7 +508,7 @@ class Scheduler:
         self.log.debug("[ Step %s/%s ] Skipping task in recovery mode", task.step.name, task.seq_str)
         task.started = time.time()
         self._move(task, StepStatus.success, ended=task.started, skipped=True)
-        self._release(task.frame)
+        self._release(task.iteration)
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -537,15 +538,15 @@ class Scheduler:
         for name in task.step.triggers.get(status, ()):
             self._fire(name, task.seq)
 
-    def _frame_for(self, scope: Optional[str], seq: tuple) -> Optional[Frame]:
-        return self.root if scope is None else self.frames.get((scope, seq))
+    def _iteration_for(self, scope: Optional[str], seq: tuple) -> Optional[Iteration]:
+        return self.root if scope is None else self.open_iterations.get((scope, seq))
 
     # -- delays ---------------------------------------------------------------------------------
 
     def _start_delay(self, target: str, is_step: bool, seq: tuple, seconds: float) -> None:
         scope = (self.program.steps[target] if is_step else self.program.events[target]).scope
-        frame = self._frame_for(scope, seq)
-        if frame is None or frame.halted():
+        iteration = self._iteration_for(scope, seq)
+        if iteration is None or iteration.halted():
             return
         seq_str = format_sequence(seq)
         if is_step and self.previous.get((target, seq_str)) is not None:
@@ -554,8 +555,8 @@ class Scheduler:
                 self._create(step, seq)  # it will be skipped: no need to wait for it
                 return
         started = self.previous_delays.get((target, seq_str), time.time())  # a recovery waits what remains
-        timer = _Timer(started + seconds, target, is_step, seq, frame)
-        frame.pending += 1
+        timer = _Timer(started + seconds, target, is_step, seq, iteration)
+        iteration.pending += 1
         heapq.heappush(self.timers, (timer.due, next(self.timer_order), timer))
         self.writer.delay(target, seq_str, seconds, started)
 
@@ -569,7 +570,7 @@ class Scheduler:
                 self._create(self.program.steps[timer.target], timer.seq)
             else:
                 self._fire(timer.target, timer.seq)
-            self._release(timer.frame)
+            self._release(timer.iteration)
 
     # -- tasks ----------------------------------------------------------------------------------
 
@@ -577,16 +578,16 @@ class Scheduler:
         key = (step.name, seq)
         if key in self.seen:
             return
-        frame = self._frame_for(step.scope, seq)
-        if frame is None:
+        iteration = self._iteration_for(step.scope, seq)
+        if iteration is None:
             self.log.warning("[ Step %s/%s ] not started: its container has no iteration %s running",
                              step.name, format_sequence(seq), format_sequence(seq))
             return
-        if frame.halted():
+        if iteration.halted():
             return
         self.seen.add(key)
-        task = Task(next(self.ids), step, seq, frame, time.time())
-        frame.pending += 1
+        task = Task(next(self.ids), step, seq, iteration, time.time())
+        iteration.pending += 1
         self.ready.append(task)
         self._fire_status(task, StepStatus.ready)
 
@@ -649,7 +650,7 @@ class Scheduler:
                    result=result or None, error=(error + ("\n" + tb if tb else "")) or None)
         if outcome.status is StepStatus.failure:
             self._failed(task, error, tb)
-        self._release(task.frame)
+        self._release(task.iteration)
 
     def _failed(self, task: Task, error: str, tb: str) -> None:
         """Report a failure, then either hand it to whoever handles it or treat it as unhandled."""
@@ -661,41 +662,41 @@ class Scheduler:
         if handled:
             self._fire_status(task, StepStatus.failure)
             return
-        frame = task.frame
-        frame.failed = True
+        iteration = task.iteration
+        iteration.failed = True
         if task.step.config.stop_on_exception:
-            if frame is self.root:
+            if iteration is self.root:
                 self.log.info("Stopping running processes")
-            self._stop(frame)
+            self._stop(iteration)
 
     def _drop(self, task: Task) -> None:
-        """Forget a task that will not start (its frame stopped); its row, if any, stays as it is."""
-        self._release(task.frame)
+        """Forget a task that will not start (its iteration stopped); its row, if any, stays as it is."""
+        self._release(task.iteration)
 
-    def _release(self, frame: Frame) -> None:
-        frame.pending -= 1
-        if frame.pending == 0 and frame.owner is not None:
-            self._iteration_over(frame)
+    def _release(self, iteration: Iteration) -> None:
+        iteration.pending -= 1
+        if iteration.pending == 0 and iteration.owner is not None:
+            self._iteration_over(iteration)
 
-    def _stop(self, frame: Frame) -> None:
-        """No new task starts inside ``frame``: drop what waits there; what runs finishes."""
-        frame.stopping = True
+    def _stop(self, iteration: Iteration) -> None:
+        """No new task starts inside ``iteration``: drop what waits there; what runs finishes."""
+        iteration.stopping = True
         dropped = []
         for queue in (*self.queues.values(), *self.limited.values()):
-            keep = [t for t in queue if not t.frame.within(frame)]
-            dropped.extend(t for t in queue if t.frame.within(frame))
+            keep = [t for t in queue if not t.iteration.within(iteration)]
+            dropped.extend(t for t in queue if t.iteration.within(iteration))
             queue.clear()
             queue.extend(keep)
         self.limited = {step: queue for step, queue in self.limited.items() if queue}
-        keep = [t for t in self.wanting if not t.frame.within(frame)]
-        dropped.extend(t for t in self.wanting if t.frame.within(frame))
+        keep = [t for t in self.wanting if not t.iteration.within(iteration)]
+        dropped.extend(t for t in self.wanting if t.iteration.within(iteration))
         self.wanting = keep
         for _, _, timer in self.timers:
-            if not timer.cancelled and timer.frame.within(frame):
+            if not timer.cancelled and timer.iteration.within(iteration):
                 timer.cancelled = True
                 dropped.append(timer)
         for item in dropped:
-            self._release(item.frame)
+            self._release(item.iteration)
 
     # -- containers -----------------------------------------------------------------------------
 
@@ -722,44 +723,44 @@ class Scheduler:
             if item is _END or item is None:
                 self._end_container(task, failed=False)
                 return
-            task.iteration += 1
-            seq = task.seq + (task.iteration,)
+            task.iterations += 1
+            seq = task.seq + (task.iterations,)
             if len(format_sequence(seq)) > SEQUENCE_LIMIT:
-                self._end_container(task, failed=True, error=f"iteration {task.iteration} would have a sequence "
+                self._end_container(task, failed=True, error=f"iteration {task.iterations} would have a sequence "
                                     f"longer than the store keeps ({SEQUENCE_LIMIT} characters)")
                 return
-            frame = Frame(task, seq, task.frame)
-            task.current = frame
-            self.frames[(task.step.name, frame.seq)] = frame
-            frame.pending += 1  # hold the frame open while its starters fire
+            iteration = Iteration(task, seq, task.iteration)
+            task.current = iteration
+            self.open_iterations[(task.step.name, iteration.seq)] = iteration
+            iteration.pending += 1  # hold the iteration open while its starters fire
             for name in task.step.starts:
-                self._fire(name, frame.seq)
-            frame.pending -= 1
-            if frame.pending > 0:
+                self._fire(name, iteration.seq)
+            iteration.pending -= 1
+            if iteration.pending > 0:
                 return
-            if not self._close_iteration(frame):
+            if not self._close_iteration(iteration):
                 return
 
-    def _iteration_over(self, frame: Frame) -> None:
-        if self._close_iteration(frame):
-            self._next_iteration(frame.owner)
+    def _iteration_over(self, iteration: Iteration) -> None:
+        if self._close_iteration(iteration):
+            self._next_iteration(iteration.owner)
 
-    def _close_iteration(self, frame: Frame) -> bool:
+    def _close_iteration(self, iteration: Iteration) -> bool:
         """Forget an ended iteration; True when its container may go on to the next one."""
-        task = frame.owner
-        del self.frames[(task.step.name, frame.seq)]
+        task = iteration.owner
+        del self.open_iterations[(task.step.name, iteration.seq)]
         task.current = None
-        fired = self.fired.pop(frame.seq, None)
+        fired = self.fired.pop(iteration.seq, None)
         if fired:  # keep the events of other containers iterating at the same sequence
             scope = task.step.name
             events = self.program.events
             rest = {name for name in fired if events[name].scope != scope}
             if rest:
-                self.fired[frame.seq] = rest
-        if frame.failed:
-            self._end_container(task, failed=True, error=f"an unhandled failure in iteration {format_sequence(frame.seq)}")
+                self.fired[iteration.seq] = rest
+        if iteration.failed:
+            self._end_container(task, failed=True, error=f"an unhandled failure in iteration {format_sequence(iteration.seq)}")
             return False
-        if frame.halted():
+        if iteration.halted():
             self._end_container(task, failed=True, error="stopped before its end: the run is stopping", quiet=True)
             return False
         return True
@@ -774,4 +775,4 @@ class Scheduler:
         self._move(task, status, ended=time.time(), error=error or None)
         if failed and not quiet:
             self._failed(task, f"ContainerFailed({error!r})", "")
-        self._release(task.frame)
+        self._release(task.iteration)
