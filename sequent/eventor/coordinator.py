@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional
 from .context import TaskContext
 from .model import Program, StepDef, StepReplay, StepStatus, TaskConstruct, format_sequence
 from .outcome import RunEnd, TaskOutcome
+from .admission import Admission
 from .runners import Inbox
 from .text import ERROR_LIMIT, RESULT_LIMIT, SEQUENCE_LIMIT, TRACEBACK_LIMIT, storable
 
@@ -157,7 +158,6 @@ class Coordinator:
         self.run_id = run_id
         self.recovery = recovery
         self.prefix = envvar_prefix
-        self.max_concurrent = max_concurrent if max_concurrent >= 1 else 0
         self.task_logger = task_logger
         self.executors: Mapping[TaskConstruct, Executor] = executors or {}
         self.on_task_start = on_task_start
@@ -186,18 +186,9 @@ class Coordinator:
         self.seen: set[tuple[str, tuple]] = set()
         self.ids = itertools.count(1)
         self.ready: deque[Task] = deque()
-        # tasks ready to start, first come first served: those of steps with a limit of their own
-        # by step, the others in one queue per executor (a task waits there while its executor is
-        # at capacity; a round then looks at none of them)
-        self.queues: dict[Executor, deque[Task]] = {ex: deque() for ex in self.executors.values()}
-        self.limited: dict[StepDef, deque[Task]] = {}
-        self.wanting: list[Task] = []  # tasks waiting for resource pools, in arrival order
-        self.available: dict[str, Optional[int]] = {
-            name: (pool.limit if pool.limit >= 1 else None) for name, pool in program.pools.items()}
+        self.admission = Admission(self.executors, program.pools, max_concurrent, writer)
         self.deadlock: Optional[str] = None
         self.running: dict[int, Task] = {}
-        self.running_by_step: dict[StepDef, int] = {}
-        self.running_in: dict[Executor, int] = {ex: 0 for ex in self.executors.values()}
         self.timers: list = []
         self.timer_order = itertools.count()
         self.to_launch: list[Task] = []
@@ -249,11 +240,7 @@ class Coordinator:
         """
         if self.running or self.inbox or self.kill_at is not None or any(not t.cancelled for *_, t in self.timers):
             return False
-        short = sorted({name for t in self.wanting for name, n in t.step.acquires
-                        if self.available[name] is not None and self.available[name] < n})
-        waiting = sorted({f"{t.step.name}/{t.seq_str}" for t in self.wanting})
-        self.deadlock = (f"resource deadlock: steps {', '.join(waiting) or '(none)'} wait for resource pool(s) "
-                         f"{', '.join(short) or '(none)'} that nothing running or pending can release")
+        self.deadlock = self.admission.deadlock_report()
         self.log.error("%s", self.deadlock)
         self.root.failed = True
         return True
@@ -315,7 +302,7 @@ class Coordinator:
             return
         self.kill_at = None
         self._signal_tasks(signal.SIGKILL)
-        for task in [t for t in self.running.values() if self._executor(t.step).unkillable()]:
+        for task in [t for t in self.running.values() if self.admission.executor(t.step).unkillable()]:
             # threads cannot be killed: record them as given up and stop waiting for them
             self._finished(TaskOutcome.failed(task.id, "abandoned: still running when the run was interrupted"))
 
@@ -369,25 +356,19 @@ class Coordinator:
                     self._drop(task)
                 elif not task.step.is_container and self._replay(task) is StepReplay.skip:
                     self._skip(task)  # acquires nothing
-                elif task.step.acquires:
-                    self.wanting.append(task)
-                elif task.step.is_container:
+                elif task.step.is_container and not task.step.acquires:
                     self._start_container(task)
-                elif task.step.config.max_concurrent >= 1:
-                    self.limited.setdefault(task.step, deque()).append(task)
                 else:
-                    self.queues[self._executor(task.step)].append(task)
-            self._dispatch()  # a start may fire 'active' triggers, making more tasks ready
+                    self.admission.admit(task)
+            self.admission.dispatch(self._start_admitted, self._drop)  # a start may make more tasks ready
             if not self.ready:
                 break
         # a task held back by a limit the user set is recorded as ready; one that only waits for
         # a free thread will start within moments, and its row is written then
-        held = [*self.limited.values()] + (list(self.queues.values()) if self.max_concurrent else [])
-        for queue in held:
-            for task in queue:
-                if not task.recorded:
-                    self._record(task)
-        for task in self.wanting:
+        for task in self.admission.held():
+            if not task.recorded:
+                self._record(task)
+        for task in self.admission.wanting:
             if task.status is not StepStatus.allocate:
                 self._move(task, StepStatus.allocate)
         self.writer.commit()
@@ -402,94 +383,11 @@ class Coordinator:
         for task in launch:
             self._launch(task)
 
-    def _full(self) -> bool:
-        return bool(self.max_concurrent) and len(self.running) >= self.max_concurrent
-
-    def _executor(self, step: StepDef) -> Executor:
-        return self.executors[step.config.task_construct]
-
-    def _executor_full(self, ex: Executor) -> bool:
-        return ex.capacity is not None and self.running_in[ex] >= ex.capacity
-
-    def _step_full(self, step: StepDef) -> bool:
-        limit = step.config.max_concurrent
-        if limit >= 1 and self.running_by_step.get(step, 0) >= limit:
-            return True
-        return self._executor_full(self._executor(step))
-
-    def _dispatch(self) -> None:
-        """Start waiting tasks in FIFO order as far as the concurrency limits and pools allow."""
-        for ex, queue in self.queues.items():
-            while queue and not self._full() and not self._executor_full(ex):
-                self._start(queue.popleft())
-        if self.limited:
-            emptied = []
-            for step, queue in self.limited.items():
-                while queue and not self._step_full(step) and not self._full():
-                    self._start(queue.popleft())
-                if not queue:
-                    emptied.append(step)
-            for step in emptied:
-                del self.limited[step]
-        if self.wanting:
-            self._dispatch_wanting()
-
-    def _dispatch_wanting(self) -> None:
-        """Grant pools all at once or not at all, first come first served per pool.
-
-        Once a task waits on a pool, no later task takes from that pool, so a large request is
-        served as soon as enough is free instead of being overtaken forever by small ones.  Only
-        the steps inside a container that holds pools may pass (see :meth:`_inside_holder`).
-        """
-        blocked: set[str] = set()
-        wanting, self.wanting = self.wanting, []
-        for i, task in enumerate(wanting):
-            step = task.step
-            if task.iteration.halted():
-                self._drop(task)
-                continue
-            if not step.is_container and (self._full() or self._step_full(step)):
-                self.wanting.append(task)  # the limits hold it back, not the pools: it blocks none
-                continue
-            if any((name in blocked and not self._inside_holder(task)) or
-                   (self.available[name] is not None and self.available[name] < n) for name, n in step.acquires):
-                blocked.update(name for name, _ in step.acquires)
-                self.wanting.append(task)
-                continue
-            now = time.time()
-            for name, n in step.acquires:
-                if self.available[name] is not None:
-                    self.available[name] -= n
-                self.writer.hold(step.name, task.seq_str, name, n, now)
-            task.holds = True
-            if step.is_container:
-                self._start_container(task)
-            else:
-                self._start(task)
-
-    @staticmethod
-    def _inside_holder(task: Task) -> bool:
-        """True inside a container that holds pools: it cannot end, and give them back, until its
-        steps ran, so they may take what is free even when an earlier request waits for more."""
-        iteration: Optional[Iteration] = task.iteration
-        while iteration is not None and iteration.owner is not None:
-            if iteration.owner.holds:
-                return True
-            iteration = iteration.parent
-        return False
-
-    def _give_back(self, task: Task) -> None:
-        """Return what the step releases (by default all it acquired); the rest stays taken."""
-        if not task.holds:
-            return
-        task.holds = False
-        step = task.step
-        releases = step.acquires if step.releases is None else step.releases
-        now = time.time()
-        for name, n in releases:
-            if self.available[name] is not None:
-                self.available[name] += n
-            self.writer.unhold(step.name, task.seq_str, name, n, now)
+    def _start_admitted(self, task: Task) -> None:
+        if task.step.is_container:
+            self._start_container(task)
+        else:
+            self._start(task)
 
     # -- recovery -------------------------------------------------------------------------------
 
@@ -611,8 +509,7 @@ class Coordinator:
     def _start(self, task: Task) -> None:
         task.started = time.time()
         self.running[task.id] = task
-        self.running_by_step[task.step] = self.running_by_step.get(task.step, 0) + 1
-        self.running_in[self._executor(task.step)] += 1
+        self.admission.started(task)
         self.to_launch.append(task)
         self._move(task, StepStatus.active)
 
@@ -630,15 +527,13 @@ class Coordinator:
         ctx = self._context(task)
         self.on_task_start(ctx.logger_name)
         self.log.debug("[ Task %s/%s ] Attempting to run", task.step.name, task.seq_str)
-        self._executor(task.step).submit(task.id, task.step, ctx)
+        self.admission.executor(task.step).submit(task.id, task.step, ctx)
 
     def _finished(self, outcome: TaskOutcome) -> None:
         task = self.running.pop(outcome.task_id, None)
         if task is None:
             return
-        self.running_by_step[task.step] -= 1
-        self.running_in[self._executor(task.step)] -= 1
-        self._give_back(task)
+        self.admission.ended(task)
         result, error, tb = outcome.result, outcome.error, outcome.traceback
         if result or error or tb:  # whatever a task sent, it must be storable and loggable
             result = storable(result, RESULT_LIMIT)
@@ -681,16 +576,7 @@ class Coordinator:
     def _stop(self, iteration: Iteration) -> None:
         """No new task starts inside ``iteration``: drop what waits there; what runs finishes."""
         iteration.stopping = True
-        dropped = []
-        for queue in (*self.queues.values(), *self.limited.values()):
-            keep = [t for t in queue if not t.iteration.within(iteration)]
-            dropped.extend(t for t in queue if t.iteration.within(iteration))
-            queue.clear()
-            queue.extend(keep)
-        self.limited = {step: queue for step, queue in self.limited.items() if queue}
-        keep = [t for t in self.wanting if not t.iteration.within(iteration)]
-        dropped.extend(t for t in self.wanting if t.iteration.within(iteration))
-        self.wanting = keep
+        dropped: list = self.admission.withdraw(iteration)
         for _, _, timer in self.timers:
             if not timer.cancelled and timer.iteration.within(iteration):
                 timer.cancelled = True
@@ -766,7 +652,7 @@ class Coordinator:
         return True
 
     def _end_container(self, task: Task, *, failed: bool, error: str = "", quiet: bool = False) -> None:
-        self._give_back(task)  # held from its start to its end
+        self.admission.give_back(task)  # held from its start to its end
         status = StepStatus.failure if failed else StepStatus.success
         if failed and not quiet:
             self.log.info("[ Task %s/%s ] Completed, status: %s", task.step.name, task.seq_str, status)
