@@ -23,7 +23,6 @@ import logging
 import selectors
 import signal
 import threading
-import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional
 
@@ -31,6 +30,7 @@ from .context import TaskContext
 from .model import Program, StepDef, StepReplay, StepStatus, TaskConstruct, format_sequence
 from .outcome import RunEnd, TaskOutcome
 from .admission import Admission
+from .clock import Clock
 from .runners import Inbox
 from .text import ERROR_LIMIT, RESULT_LIMIT, SEQUENCE_LIMIT, TRACEBACK_LIMIT, storable
 
@@ -151,8 +151,11 @@ class Coordinator:
                  on_task_end: Callable[[str], None] = lambda name: None, max_loops: int = -1,
                  previous: Optional[Mapping[tuple[str, str], tuple[str, int]]] = None,
                  previous_delays: Optional[Mapping[tuple[str, str], float]] = None,
-                 lease: Any = None, grace: float = 10.0):
+                 lease: Any = None, grace: float = 10.0, clock: Optional[Clock] = None):
         self.program = program
+        self.clock = clock or Clock()
+        self.now = self.clock.time  # wall time: records and delays
+        self.mono = self.clock.monotonic  # grace periods
         self.writer = writer
         self.log = logger
         self.run_id = run_id
@@ -275,10 +278,10 @@ class Coordinator:
                              "(killed after %.1f s)", name, self.grace)
             self._stop(self.root)
             self._signal_tasks(signal.SIGTERM)
-            self.kill_at = time.monotonic() + self.grace
+            self.kill_at = self.mono() + self.grace
         else:
             self.log.warning("Received %s again: killing running tasks", name)
-            self.kill_at = time.monotonic()
+            self.kill_at = self.mono()
 
     def _lose(self) -> None:
         """The run lock is someone else's now: start nothing more, stop what runs, end as lost."""
@@ -291,14 +294,14 @@ class Coordinator:
         self._stop(self.root)
         self._signal_tasks(signal.SIGTERM)
         if self.kill_at is None:
-            self.kill_at = time.monotonic() + self.grace
+            self.kill_at = self.mono() + self.grace
 
     def _signal_tasks(self, signum: int) -> None:
         for ex in self.executors.values():
             ex.signal(signum)
 
     def _kill_overdue(self) -> None:
-        if self.kill_at is None or time.monotonic() < self.kill_at:
+        if self.kill_at is None or self.mono() < self.kill_at:
             return
         self.kill_at = None
         self._signal_tasks(signal.SIGKILL)
@@ -310,9 +313,9 @@ class Coordinator:
         """Wait for what happens next, apply it all, then settle (one commit, then launches)."""
         timeout = 0.0 if self.inbox else self._timeout()
         if selector is None:
-            arrived = self.inbox.wait(timeout)
+            arrived = self.clock.wait(self.inbox, timeout)
         else:
-            for key, _ in selector.select(timeout):
+            for key, _ in self.clock.select(selector, timeout):
                 ex = key.data
                 if ex is not None:
                     for outcome in ex.collect():
@@ -342,9 +345,9 @@ class Coordinator:
             heapq.heappop(self.timers)
         waits = []
         if self.timers:
-            waits.append(self.timers[0][0] - time.time())
+            waits.append(self.timers[0][0] - self.now())
         if self.kill_at is not None:
-            waits.append(self.kill_at - time.monotonic())
+            waits.append(self.kill_at - self.mono())
         return max(0.0, min(waits)) if waits else None
 
     def _settle(self) -> None:
@@ -404,7 +407,7 @@ class Coordinator:
     def _skip(self, task: Task) -> None:
         """Record a task as succeeded without running it, and go on as if it had."""
         self.log.debug("[ Step %s/%s ] Skipping task in recovery mode", task.step.name, task.seq_str)
-        task.started = time.time()
+        task.started = self.now()
         self._move(task, StepStatus.success, ended=task.started, skipped=True)
         self._release(task.iteration)
 
@@ -452,14 +455,14 @@ class Coordinator:
             if not step.is_container and self._replay_status(step, seq_str) is StepReplay.skip:
                 self._create(step, seq)  # it will be skipped: no need to wait for it
                 return
-        started = self.previous_delays.get((target, seq_str), time.time())  # a recovery waits what remains
+        started = self.previous_delays.get((target, seq_str), self.now())  # a recovery waits what remains
         timer = _Timer(started + seconds, target, is_step, seq, iteration)
         iteration.pending += 1
         heapq.heappush(self.timers, (timer.due, next(self.timer_order), timer))
         self.writer.delay(target, seq_str, seconds, started)
 
     def _due_timers(self) -> None:
-        now = time.time()
+        now = self.now()
         while self.timers and self.timers[0][0] <= now:
             timer = heapq.heappop(self.timers)[2]
             if timer.cancelled:
@@ -484,7 +487,7 @@ class Coordinator:
         if iteration.halted():
             return
         self.seen.add(key)
-        task = Task(next(self.ids), step, seq, iteration, time.time())
+        task = Task(next(self.ids), step, seq, iteration, self.now())
         iteration.pending += 1
         self.ready.append(task)
         self._fire_status(task, StepStatus.ready)
@@ -507,7 +510,7 @@ class Coordinator:
         task.recorded = True
 
     def _start(self, task: Task) -> None:
-        task.started = time.time()
+        task.started = self.now()
         self.running[task.id] = task
         self.admission.started(task)
         self.to_launch.append(task)
@@ -587,7 +590,7 @@ class Coordinator:
     # -- containers -----------------------------------------------------------------------------
 
     def _start_container(self, task: Task) -> None:
-        task.started = time.time()
+        task.started = self.now()
         self._move(task, StepStatus.active)
         repeats = task.step.repeats
         try:
@@ -658,7 +661,7 @@ class Coordinator:
             self.log.info("[ Task %s/%s ] Completed, status: %s", task.step.name, task.seq_str, status)
         elif not failed:
             self.log.debug("[ Task %s/%s ] Completed, status: %s", task.step.name, task.seq_str, status)
-        self._move(task, status, ended=time.time(), error=error or None)
+        self._move(task, status, ended=self.now(), error=error or None)
         if failed and not quiet:
             self._failed(task, f"ContainerFailed({error!r})", "")
         self._release(task.iteration)
