@@ -8,14 +8,16 @@ from typing import Any, Optional
 from .errors import SequentError
 from .eventor import Eventor, current_task
 from .eventor.config import load_config
-from .eventor.engine import calling_module
+from .eventor.engine import calling_module, flow_name, run_names_problem
 from .eventor.errors import EventorError
 from .eventor.model import RunMode
-from .eventor.text import RUN_ID_LIMIT, name_problem
 from .translate import translate
-from .tree import Node
+from .tree import Node, Step
 
 _RUN_KWARGS = ("run_mode", "recovery_run", "run_id", "store")
+#: Sequent(**kwargs) the original took: "host" names the run's host in the store; the others are
+#: accepted for compatibility and not used.
+_EXTRA_KWARGS = frozenset({"host", "remotes", "import_module", "import_file", "listener_q"})
 
 
 class Sequent(Node):
@@ -32,12 +34,10 @@ class Sequent(Node):
         self._init_node()
         self.flow = self
         self.path = ""
-        self._paths: dict[str, Any] = {}
+        self._paths: dict[str, Step] = {}  # every step of the tree by its flattened name
         self.program_file = calling_module()
-        base = os.path.basename(self.program_file) if self.program_file else ""
-        self.name = name or (base if base and not base.startswith("<") else "sequent")
-        problem = name_problem(self.name, "flow name") or (
-            None if run_id is None else name_problem(run_id, "run_id", RUN_ID_LIMIT))
+        self.name = flow_name(name, self.program_file, "sequent")
+        problem = run_names_problem(self.name, run_id)
         if problem:
             raise SequentError(problem)
         try:
@@ -47,12 +47,20 @@ class Sequent(Node):
             raise SequentError(str(exc)) from None
         self._run_kwargs: dict[str, Any] = dict(store=store, run_mode=run_mode, recovery_run=recovery_run,
                                                 run_id=run_id)
-        unknown = set(kwargs) - {"host", "remotes", "import_module", "import_file", "listener_q"}
+        unknown = set(kwargs) - _EXTRA_KWARGS
         if unknown:
             raise SequentError(f"Sequent() got unknown arguments: {', '.join(sorted(unknown))}")
         self._extra = kwargs
         self.run_id: Optional[str] = run_id
         self.eventor: Optional[Eventor] = None
+
+    def step_at(self, path: str) -> Optional[Step]:
+        """The step of this flow whose flattened name is ``path``, or None (for the tree's checks)."""
+        return self._paths.get(path)
+
+    def register_step(self, step: Step) -> None:
+        """Record a new, checked step under its flattened name; the tree calls it, users need not."""
+        self._paths[step.path] = step
 
     def run(self, max_loops: int = -1, **kwargs: Any) -> bool:
         """Run the flow; True when it succeeded (every failure handled), False otherwise.

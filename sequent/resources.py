@@ -15,7 +15,9 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional
 
 from .errors import SequentError
+from .eventor.model import capacity_problem, releases_problem, sum_amounts
 
+# 'load_size' and 'autoload' are accepted for compatibility and not used: a counting pool preloads nothing
 _POLICY_KEYS = {"resource_limit", "load_size", "autoload"}
 
 
@@ -55,24 +57,34 @@ class ResourcePool:
         return f"<ResourcePool {self.name!r} of {self.resource_cls.__name__}: {limit}>"
 
 
+def _pool(value: Any) -> Optional[ResourcePool]:
+    """The facade keys a step's amounts by the pool object itself."""
+    return value if isinstance(value, ResourcePool) else None
+
+
 def parse_amounts(value: Any, label: str, what: str) -> Optional[tuple[tuple[ResourcePool, int], ...]]:
-    """Check ``[(pool, count), ...]`` of a step; None stays None (releases: same as acquires)."""
+    """Check ``[(pool, count), ...]`` of a step and sum each pool's counts; None stays None."""
     if value is None:
         return None
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        raise SequentError(f"{label}: {what} must be a list of (pool, count) pairs, got {value!r}")
-    totals: dict[ResourcePool, int] = {}
-    for item in value:
-        if not (isinstance(item, (tuple, list)) and len(item) == 2):
-            raise SequentError(f"{label}: {what} item {item!r} is not a (pool, count) pair")
-        pool, count = item
-        if not isinstance(pool, ResourcePool):
-            raise SequentError(f"{label}: {what} names {pool!r}, which is not a sequent.ResourcePool")
-        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-            raise SequentError(f"{label}: {what} count for pool {pool.name!r} must be an int >= 1, got {count!r}")
-        totals[pool] = totals.get(pool, 0) + count
-    for pool, count in totals.items():
-        if pool.limit >= 1 and count > pool.limit and what == "acquires":
-            raise SequentError(f"{label}: acquires {count} from resource pool {pool.name!r}, which holds only "
-                               f"{pool.limit}: it could never start")
-    return tuple(totals.items())
+    try:
+        return sum_amounts(value, what, _pool, "a sequent.ResourcePool")
+    except ValueError as exc:
+        raise SequentError(f"{label}: {exc}") from None
+
+
+def step_amounts(acquires: Any, releases: Any, label: str
+                 ) -> tuple[tuple[tuple[ResourcePool, int], ...], Optional[tuple[tuple[ResourcePool, int], ...]]]:
+    """A step's checked ``acquires`` (() for none) and ``releases`` (None: as acquired), at ``add_step`` time.
+
+    The engine's own checks (shared in ``eventor.model``), made early so that an error points at
+    the line that added the step.
+    """
+    took = parse_amounts(acquires, label, "acquires") or ()
+    problem = capacity_problem(took, lambda pool: pool.limit)
+    if problem:
+        raise SequentError(f"{label}: {problem}")
+    gives = parse_amounts(releases, label, "releases")
+    problem = releases_problem(took, gives)
+    if problem:
+        raise SequentError(f"{label}: {problem}")
+    return took, gives

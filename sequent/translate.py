@@ -20,7 +20,7 @@ from .eventor import Eventor
 from .eventor.conditions import And, Condition, Or, Ref
 from .eventor.config import merge
 from .eventor.model import StepStatus
-from .tree import AllOf, AnyOf, Node, Pair, Requires, Step, pairs
+from .tree import AnyOf, Node, Pair, Requires, Step, pairs
 
 
 def event_name(step: Step, status: StepStatus) -> str:
@@ -96,7 +96,7 @@ def _translate_container(container: Node, ev: Eventor, scope: Optional[str], con
             ev.add_container(child.path, repeats=child.repeats, starts=(), triggers=triggers,
                              acquires=acquires, releases=releases, config=child_config, scope=scope)
             starts = _translate_container(child, ev, scope=child.path, config=child_config, pools=pools)
-            ev.program.steps[child.path].starts = tuple(starts)
+            ev.set_starts(child.path, starts)
         else:
             ev.add_step(child.path, func=child.func, args=child.args, kwargs=child.kwargs, triggers=triggers,
                         recovery=child.recovery, config=child_config, scope=scope,

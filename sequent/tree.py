@@ -11,10 +11,10 @@ import socket
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Union
 
 from .errors import SequentError
-from .resources import parse_amounts
+from .resources import step_amounts
 from .eventor.config import validate_step_config
 from .eventor.errors import EventorError
-from .eventor.model import StepReplay, StepStatus, repeats_problem
+from .eventor.model import StepReplay, StepStatus, delay_problem, repeats_problem
 from .eventor.text import DEPTH_LIMIT, NAME_LIMIT
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -129,6 +129,8 @@ class Node:
         ``func(*args, **kwargs)`` is what a processing step runs; ``repeats`` is how often a
         container runs its steps (an iterable, or a callable returning an iterator; a ``None``
         item ends it early); ``requires`` says on which siblings' statuses the step waits.
+        ``hosts`` (local names only), ``import_module`` and ``import_file`` are checked and carried to
+        the engine for compatibility, and not used: steps run on this host, ``func`` is called as given.
         """
         return Step(self, name, func=func, args=args, kwargs=kwargs, requires=requires, delay=delay,
                     acquires=acquires, releases=releases, config=config, recovery=recovery, repeats=repeats,
@@ -138,6 +140,7 @@ class Node:
 class Step(Node):
     """A step of a flow: processing (it calls ``func``) or, once it has children, a container."""
 
+    # hosts, import_module and import_file: carried for compatibility, not used (see Node.add_step)
     __slots__ = ("parent", "name", "func", "args", "kwargs", "delay", "repeats", "config", "recovery", "hosts",
                  "import_module", "import_file", "acquires", "releases", "requires")
 
@@ -164,7 +167,7 @@ class Step(Node):
         if name in parent._child_names:
             raise SequentError(f"Attempting to add step, but name already used: {name!r} in {parent.where} "
                                f"(step {self.path!r})")
-        clash = self.flow._paths.get(self.path)
+        clash = self.flow.step_at(self.path)
         if clash is not None:
             raise SequentError(f"{label}: its flattened name collides with step {clash.name!r} of "
                                f"{clash.parent.where}; rename one of them")
@@ -178,8 +181,9 @@ class Step(Node):
         if kwargs is not None and not isinstance(kwargs, Mapping):
             raise SequentError(f"{label}: kwargs must be a mapping, got {kwargs!r}")
         self.kwargs = dict(kwargs) if kwargs else _NO_NAMES
-        if not isinstance(delay, (int, float)) or isinstance(delay, bool) or delay < 0:
-            raise SequentError(f"{label}: delay must be a number of seconds >= 0, got {delay!r}")
+        problem = delay_problem(delay)
+        if problem:
+            raise SequentError(f"{label}: {problem}")
         self.delay = float(delay)
         problem = repeats_problem(repeats)
         if problem:
@@ -195,19 +199,13 @@ class Step(Node):
             raise SequentError(f"{label}: import_file needs import_module too")
         self.import_module = tuple([import_module] if isinstance(import_module, str) else import_module or ())
         self.import_file = import_file
-        self.acquires = parse_amounts(acquires, label, "acquires") or ()
-        self.releases = parse_amounts(releases, label, "releases")
-        held = dict(self.acquires)  # parse_amounts sums repeated pools
-        for pool, count in self.releases or ():
-            if count > held.get(pool, 0):
-                raise SequentError(f"{label}: releases {count} to resource pool {pool.name!r} but acquires "
-                                   f"only {held.get(pool, 0)} from it")
+        self.acquires, self.releases = step_amounts(acquires, releases, label)
         self.requires = parse_requires(requires, parent, label)
         if parent.children is _NO_CHILDREN:
             parent.children, parent._child_names = [], {}
         parent.children.append(self)
         parent._child_names[name] = self
-        self.flow._paths[self.path] = self
+        self.flow.register_step(self)
 
     @property
     def is_container(self) -> bool:

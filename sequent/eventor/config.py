@@ -7,7 +7,6 @@ but reported with a :class:`ConfigWarning`, since they are most likely typos.
 
 from __future__ import annotations
 
-import datetime
 import keyword
 import logging
 import os
@@ -21,47 +20,53 @@ import yaml
 
 from .errors import ConfigError, ConfigWarning
 
-__all__ = ['DEFAULTS', 'STEP_KEYS', 'load_config', 'validate_step_config', 'merge', 'permission_mode']
+__all__ = ['DEFAULTS', 'LOGGING_DEFAULTS', 'STEP_KEYS', 'load_config', 'validate_step_config', 'merge',
+           'permission_mode', 'caller_outside_package']
 
+#: The LOGGING section's defaults; the one source of ``logs.DEFAULTS`` too.
+LOGGING_DEFAULTS: dict = {
+    'logdir': '~/log/sequent',
+    'logging_level': logging.INFO,
+    'console': True,
+    'file_prefix': '',
+    'file_suffix': '',
+    'file_mode': 'a',
+    'encoding': 'utf8',
+    'maxBytes': 0,
+    'backupCount': 0,
+    'when': None,
+    'interval': 1,
+    'utc': False,
+    'atTime': None,
+    'delay': False,
+    'logdir_mode': 0o700,  # permission bits of a log folder sequent creates (less the umask)
+    'logfile_mode': 0o600,  # permission bits of a log file sequent creates (less the umask)
+}
+
+# Keys marked "not used" are checked and kept, so configurations written for the original
+# still load without warnings, but nothing reads them.
 DEFAULTS: dict = {
     'envvar_prefix': 'SEQUENT_',
-    'workdir': '/tmp',
-    'debug': False,
-    'sleep_between_loops': 0.25,
+    'workdir': '/tmp',  # accepted for compatibility, not used
+    'debug': False,  # accepted for compatibility, not used
+    'sleep_between_loops': 0.25,  # accepted for compatibility, not used: the engine does not poll
     'stop_on_exception': True,
     'shutdown_grace': 10.0,
     'task_construct': 'process',
     'max_concurrent': -1,
     'sequence_arg_name': None,
     'pass_logger_to_task': False,
-    'shared_db': False,
-    'ssh_config': '~/.ssh/config',
-    'ssh_host': None,
-    'ssh_port': 22,
-    'day_to_keep_db': 5,
-    'remote_method': 'ssh',
+    'shared_db': False,  # accepted for compatibility, not used
+    'ssh_config': '~/.ssh/config',  # read by the remote hosts support (not yet)
+    'ssh_host': None,  # accepted for compatibility, not used
+    'ssh_port': 22,  # accepted for compatibility, not used
+    'day_to_keep_db': 5,  # accepted for compatibility, not used
+    'remote_method': 'ssh',  # accepted for compatibility, not used
     'busy_timeout': 10.0,  # seconds the store waits for a locked database before failing
     'store_mode': 0o600,  # permission bits of a new SQLite store file (less the umask)
     'DATABASES': {},
-    'HOSTS': {},
-    'LOGGING': {
-        'logdir': '~/log/sequent',
-        'logging_level': logging.INFO,
-        'console': True,
-        'file_prefix': '',
-        'file_suffix': '',
-        'file_mode': 'a',
-        'encoding': 'utf8',
-        'maxBytes': 0,
-        'backupCount': 0,
-        'when': None,
-        'interval': 1,
-        'utc': False,
-        'atTime': None,
-        'delay': False,
-        'logdir_mode': 0o700,  # permission bits of a log folder sequent creates (less the umask)
-        'logfile_mode': 0o600,  # permission bits of a log file sequent creates (less the umask)
-    },
+    'HOSTS': {},  # read by the remote hosts support (not yet)
+    'LOGGING': LOGGING_DEFAULTS,  # shared, never changed: merge() copies it
 }
 
 STEP_KEYS: frozenset = frozenset(
@@ -237,13 +242,32 @@ SCHEMA: dict = {
 }
 
 
+_PACKAGE_PREFIX = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # sequent/
+
+
+def caller_outside_package() -> tuple[int, str | None]:
+    """The first frame above the caller that is outside the sequent package: its level and file.
+
+    The level counts as ``warnings.warn``'s stacklevel does from the caller (1: the caller);
+    the file is None when the whole stack is sequent's.  The one walk of the call stack: it
+    names the user's program and says where a configuration warning points.
+    """
+    frame = sys._getframe(1)
+    level = 1
+    try:
+        while frame is not None:
+            filename = frame.f_code.co_filename
+            if not (os.path.abspath(filename).startswith(_PACKAGE_PREFIX) or filename.startswith('<frozen')):
+                return level, filename
+            frame, level = frame.f_back, level + 1
+        return level, None
+    finally:
+        del frame
+
+
 def _warn(message: str) -> None:
     """Warn with ConfigWarning, attributed to the first caller outside the sequent package."""
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-    level, frame = 1, sys._getframe(0)
-    while frame is not None and frame.f_code.co_filename.startswith(package):
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, ConfigWarning, stacklevel=level)
+    warnings.warn(message, ConfigWarning, stacklevel=caller_outside_package()[0])
 
 
 def _validate(config: dict, schema: Mapping, prefix: str = '') -> dict:

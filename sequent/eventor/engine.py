@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import signal
-import sys
 import time
 import warnings
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Union
@@ -20,7 +19,8 @@ from . import runlock
 from .errors import EventorError, FlowChangedWarning
 from .logs import HOST, RunLogging, flow_logger_name, task_logger_name
 from .model import (DEFAULT_RECOVERY, Assoc, EventDef, PoolDef, Program, RunMode, StepConfig, StepDef,
-                    StepReplay, StepStatus, TaskConstruct, parse_sequence, repeats_problem)
+                    StepReplay, StepStatus, TaskConstruct, capacity_problem, delay_problem, parse_sequence,
+                    releases_problem, repeats_problem, sum_amounts)
 from .outcome import RunEnd
 from .runners import Inbox
 from .text import DEPTH_LIMIT, RUN_ID_LIMIT, name_problem
@@ -28,8 +28,6 @@ from .text import DEPTH_LIMIT, RUN_ID_LIMIT, name_problem
 if TYPE_CHECKING:  # imported when a run starts: `import sequent` stays light
     from .coordinator import Coordinator
     from .store import Store
-
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: Seconds a run that failed on its store keeps trying to record its end there.
 _CLOSE_TRIES_FOR = 5.0
@@ -41,16 +39,25 @@ StepRef = Union[StepDef, str]
 
 def calling_module() -> Optional[str]:
     """The file of the first frame outside this package: the user's program."""
-    frame = sys._getframe()
-    try:
-        while frame is not None:
-            filename = frame.f_code.co_filename
-            if not os.path.abspath(filename).startswith(_PACKAGE_DIR + os.sep) and not filename.startswith("<frozen"):
-                return filename
-            frame = frame.f_back
-        return None
-    finally:
-        del frame
+    return _config.caller_outside_package()[1]
+
+
+def flow_name(name: str, program_file: Optional[str], fallback: str) -> str:
+    """A flow's name: ``name``, else the calling program's file name, else ``fallback``."""
+    base = os.path.basename(program_file) if program_file else ""
+    return name or (base if base and not base.startswith("<") else fallback)
+
+
+def run_names_problem(name: str, run_id: Optional[str]) -> Optional[str]:
+    """Why the store cannot keep a flow's ``name`` or ``run_id`` (None when it can); Sequent and Eventor ask."""
+    return name_problem(name, "flow name") or (
+        None if run_id is None else name_problem(run_id, "run_id", RUN_ID_LIMIT))
+
+
+def _pool_key(pool: Any) -> Optional[str]:
+    """The engine keys a step's pools by name: a name, or anything with a str ``name``."""
+    name = pool if isinstance(pool, str) else getattr(pool, "name", None)
+    return name if isinstance(name, str) else None
 
 
 def new_run_id() -> str:
@@ -81,11 +88,8 @@ class Eventor:
                  config: Any = None, config_tag: Optional[str] = None, host: Optional[str] = None,
                  program_file: Optional[str] = None):
         self.program_file = program_file or calling_module()
-        base = os.path.basename(self.program_file) if self.program_file else ""
-        self.name = name or (base if base and not base.startswith("<") else "eventor")
-        problem = name_problem(self.name, "flow name") or (
-            None if run_id is None else name_problem(run_id, "run_id", RUN_ID_LIMIT)) or (
-            None if host is None else name_problem(host, "host"))
+        self.name = flow_name(name, self.program_file, "eventor")
+        problem = run_names_problem(self.name, run_id) or (None if host is None else name_problem(host, "host"))
         if problem:
             raise EventorError(problem)
         self.config = _config.load_config(config, config_tag)
@@ -196,15 +200,18 @@ class Eventor:
                  recovery: Optional[Mapping] = None, config: Optional[Mapping] = None,
                  import_file: Optional[str] = None, import_module: Any = None,
                  *, scope: Optional[str] = None) -> StepDef:
-        """Add a processing step: ``func(*args, **kwargs)`` runs once per sequence it is started at."""
+        """Add a processing step: ``func(*args, **kwargs)`` runs once per sequence it is started at.
+
+        ``host``, ``import_module`` and ``import_file`` are accepted for compatibility and not used:
+        they are kept on the StepDef, every step runs on the run's host and ``func`` is called as given.
+        """
         self._check_new_step(name, scope)
         if func is not None and not callable(func):
             raise EventorError(f"step {name!r}: func must be callable, got {func!r}")
         step = StepDef(name=name, func=func, args=tuple(args), kwargs=dict(kwargs) if kwargs else _NO_KWARGS,
                        triggers=self._triggers(triggers, name), config=self._step_config(config, name),
-                       recovery=self._recovery(recovery, name), host=host,
-                       acquires=self._amounts(acquires, name, "acquires"),
-                       releases=None if releases is None else self._amounts(releases, name, "releases"), scope=scope,
+                       recovery=self._recovery(recovery, name), host=host, scope=scope,
+                       **self._step_amounts(acquires, releases, name),
                        import_module=tuple(import_module) if import_module else None, import_file=import_file)
         return self.program.add_step(step)
 
@@ -215,7 +222,9 @@ class Eventor:
         """Add a container step: each item of ``repeats`` is one iteration firing ``starts`` at ``S.k``.
 
         An iteration ends when nothing started inside it is pending; a ``None`` item or the end
-        of ``repeats`` ends the container.  Containers always replay in recovery.
+        of ``repeats`` ends the container.  Containers always replay in recovery.  ``starts`` may
+        also be given later with :meth:`set_starts`.  ``host`` is accepted for compatibility and
+        not used.
         """
         self._check_new_step(name, scope)
         problem = repeats_problem(repeats)
@@ -223,10 +232,26 @@ class Eventor:
             raise EventorError(f"container {name!r}: {problem}")
         rerun = {status: StepReplay.rerun for status in DEFAULT_RECOVERY}
         step = StepDef(name=name, triggers=self._triggers(triggers, name), config=self._step_config(config, name),
-                       recovery=rerun, host=host, acquires=self._amounts(acquires, name, "acquires"),
-                       releases=None if releases is None else self._amounts(releases, name, "releases"), scope=scope,
-                       is_container=True, repeats=repeats, starts=tuple(_name(e, "an event") for e in starts))
+                       recovery=rerun, host=host, scope=scope, **self._step_amounts(acquires, releases, name),
+                       is_container=True, repeats=repeats, starts=self._event_names(starts))
         return self.program.add_step(step)
+
+    def set_starts(self, container: StepRef, starts: Iterable[EventRef]) -> StepDef:
+        """Say which events ``container`` fires at the start of each iteration, replacing those given before.
+
+        For a builder that adds a container before the steps and events inside it, as the facade's
+        translator does: it learns the starting events only once the container's steps are added.
+        """
+        name = _name(container, "a container")
+        step = self.program.steps.get(name)
+        if step is None or not step.is_container:
+            raise EventorError(f"set_starts: {name!r} is not a container of this program")
+        step.starts = self._event_names(starts)
+        return step
+
+    @staticmethod
+    def _event_names(events: Iterable[EventRef]) -> tuple[str, ...]:
+        return tuple(_name(e, "an event") for e in events)
 
     def add_resource_pool(self, name: str, limit: int) -> PoolDef:
         """Add a pool of ``limit`` interchangeable resources (< 1: unlimited) that steps acquire."""
@@ -244,31 +269,25 @@ class Eventor:
         self.program.pools[name] = pool
         return pool
 
+    @classmethod
+    def _step_amounts(cls, acquires: Any, releases: Any, step: str) -> dict[str, Any]:
+        """A step's ``acquires`` and ``releases`` (None: as acquired), as StepDef keywords."""
+        return {"acquires": cls._amounts(acquires, step, "acquires"),
+                "releases": None if releases is None else cls._amounts(releases, step, "releases")}
+
     @staticmethod
     def _amounts(value: Any, step: str, what: str) -> tuple[tuple[str, int], ...]:
         """Normalise ``[(pool, count), ...]`` (a pool or its name), summing repeated pools."""
-        amounts: dict[str, int] = {}
         try:
-            items = list(value or ())
-        except TypeError:
-            raise EventorError(f"step {step!r}: {what} must be a list of (pool, count), got {value!r}") from None
-        for item in items:
-            if not (isinstance(item, (tuple, list)) and len(item) == 2):
-                raise EventorError(f"step {step!r}: {what} item {item!r} is not a (pool, count) pair")
-            pool, count = item
-            name = pool if isinstance(pool, str) else getattr(pool, "name", None)
-            if not isinstance(name, str):
-                raise EventorError(f"step {step!r}: {what} names {pool!r}, which is not a resource pool")
-            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-                raise EventorError(f"step {step!r}: {what} count for pool {name!r} must be an int >= 1, got {count!r}")
-            amounts[name] = amounts.get(name, 0) + count
-        return tuple(amounts.items())
+            return sum_amounts(value or (), what, _pool_key, "a resource pool")
+        except ValueError as exc:
+            raise EventorError(f"step {step!r}: {exc}") from None
 
     def add_assoc(self, event: EventRef, *targets: Union[StepRef, EventRef], delay: float = 0) -> None:
         """When ``event`` fires at a sequence, start each target step, or fire each target event, there."""
-        if not isinstance(delay, (int, float)) or isinstance(delay, bool) or delay < 0:
-            raise EventorError(f"association of {_name(event, 'an event')!r}: delay must be a number >= 0, "
-                               f"got {delay!r}")
+        problem = delay_problem(delay)
+        if problem:
+            raise EventorError(f"association of {_name(event, 'an event')!r}: {problem}")
         ev = _name(event, "an event")
         for target in targets:
             # a name is looked up when the run starts, so steps may be added after their association
@@ -331,19 +350,15 @@ class Eventor:
                 raise EventorError(f"trigger_event of unknown event {name!r}")
 
     def _validate_amounts(self, step: StepDef) -> None:
+        """The step's pools exist, hold what it acquires, and get back no more than it took."""
         pools = self.program.pools
-        acquired = dict(step.acquires)
-        for name, count in step.acquires:
-            pool = pools.get(name)
-            if pool is None:
+        for name, _ in step.acquires:
+            if name not in pools:
                 raise EventorError(f"step {step.name!r} acquires from unknown resource pool {name!r}")
-            if pool.limit >= 1 and count > pool.limit:
-                raise EventorError(f"step {step.name!r} acquires {count} from resource pool {name!r}, "
-                                   f"which holds only {pool.limit}: it could never start")
-        for name, count in step.releases or ():
-            if count > acquired.get(name, 0):
-                raise EventorError(f"step {step.name!r} releases {count} to resource pool {name!r} but "
-                                   f"acquires only {acquired.get(name, 0)} from it")
+        problem = (capacity_problem(step.acquires, lambda name: pools[name].limit)
+                   or releases_problem(step.acquires, step.releases))
+        if problem:
+            raise EventorError(f"step {step.name!r} {problem}")
 
     def fingerprint(self) -> str:
         """A digest of the program's shape (steps, containers, events), to notice a changed flow."""

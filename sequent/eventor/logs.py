@@ -24,7 +24,7 @@ import sys
 import traceback
 from typing import IO, Any, Mapping
 
-from .config import permission_mode
+from .config import LOGGING_DEFAULTS, permission_mode
 from .errors import ConfigError
 
 HOST: str = socket.gethostname()
@@ -33,12 +33,8 @@ LINE_FORMAT = '[ %(asctime)-15s ][ %(levelname)-7s ][ %(host)s ][ %(processName)
 DEBUG_SUFFIX = '[ %(module)s.%(funcName)s(%(lineno)d) ]'
 DATE_FORMAT = '%Y-%m-%d,%H:%M:%S.%f'
 
-DEFAULTS: dict[str, Any] = {
-    'logdir': '~/log/sequent', 'logging_level': logging.INFO, 'console': True,
-    'file_prefix': '', 'file_suffix': '', 'file_mode': 'a', 'encoding': 'utf8',
-    'maxBytes': 0, 'backupCount': 0, 'when': None, 'interval': 1, 'utc': False,
-    'atTime': None, 'delay': False, 'logdir_mode': 0o700, 'logfile_mode': 0o600,
-}
+#: The LOGGING settings a run falls back on: the configuration's own defaults (one source, never changed).
+DEFAULTS: Mapping[str, Any] = LOGGING_DEFAULTS
 
 NAME_MAX = 255  # bytes in one file name on the usual file systems (ext4, xfs, btrfs, APFS)
 _HASH_CHARS = 12  # hex digits of sha256 added to a name that had to be changed

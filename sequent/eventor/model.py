@@ -101,6 +101,63 @@ def repeats_problem(repeats: Any) -> Optional[str]:
     return None
 
 
+def delay_problem(delay: Any) -> Optional[str]:
+    """What is wrong with a start ``delay``, or None for a number of seconds >= 0 (facade and engine alike)."""
+    if not isinstance(delay, (int, float)) or isinstance(delay, bool) or delay < 0:
+        return f"delay must be a number of seconds >= 0, got {delay!r}"
+    return None
+
+
+def _pool_name(pool: Any) -> str:
+    """A pool's name: the pool is its name (the engine) or an object with a ``name`` (the facade)."""
+    return pool if isinstance(pool, str) else pool.name
+
+
+def sum_amounts(value: Any, what: str, pool_of: Callable[[Any], Any], kind: str) -> tuple[tuple[Any, int], ...]:
+    """``[(pool, count), ...]`` checked, each pool's counts summed, in first-seen order.
+
+    The one check of a step's ``acquires``/``releases``, for the facade (pools are ResourcePool
+    objects) and the engine (pools are names): ``pool_of`` maps an item's pool to the key it is
+    summed under, or to None when it is no pool; ``kind`` says what a pool must be.  Raises
+    ValueError saying what is wrong; each caller puts the step's name in front.
+    """
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ValueError(f"{what} must be a list of (pool, count) pairs, got {value!r}")
+    totals: dict[Any, int] = {}
+    for item in value:
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            raise ValueError(f"{what} item {item!r} is not a (pool, count) pair")
+        pool, count = item
+        key = pool_of(pool)
+        if key is None:
+            raise ValueError(f"{what} names {pool!r}, which is not {kind}")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise ValueError(f"{what} count for pool {_pool_name(key)!r} must be an int >= 1, got {count!r}")
+        totals[key] = totals.get(key, 0) + count
+    return tuple(totals.items())
+
+
+def capacity_problem(acquires: tuple[tuple[Any, int], ...], limit_of: Callable[[Any], int]) -> Optional[str]:
+    """Which summed acquire asks a pool for more than it holds (the step could never start), or None."""
+    for pool, count in acquires:
+        limit = limit_of(pool)
+        if limit >= 1 and count > limit:
+            return (f"acquires {count} from resource pool {_pool_name(pool)!r}, which holds only {limit}: "
+                    f"it could never start")
+    return None
+
+
+def releases_problem(acquires: tuple[tuple[Any, int], ...],
+                     releases: Optional[tuple[tuple[Any, int], ...]]) -> Optional[str]:
+    """Which summed release gives a pool back more than the step acquires from it, or None."""
+    held = dict(acquires)
+    for pool, count in releases or ():
+        if count > held.get(pool, 0):
+            return (f"releases {count} to resource pool {_pool_name(pool)!r} but acquires only "
+                    f"{held.get(pool, 0)} from it")
+    return None
+
+
 @functools.lru_cache(maxsize=4096)
 def format_sequence(seq: tuple[int, ...]) -> str:
     """Render a sequence tuple as the original's dotted string (shared: many tasks share one)."""
@@ -143,7 +200,7 @@ class StepDef:
     triggers: Mapping[StepStatus, tuple[str, ...]] = field(default_factory=dict)
     config: StepConfig = field(default_factory=StepConfig)
     recovery: Mapping[StepStatus, StepReplay] = field(default_factory=lambda: dict(DEFAULT_RECOVERY))
-    host: Optional[str] = None
+    host: Optional[str] = None  # carried for compatibility, not used: every step runs on the run's host
     acquires: tuple[tuple[str, int], ...] = ()  # (pool, count): all taken at once before the start
     releases: Optional[tuple[tuple[str, int], ...]] = None  # given back at the end; None: as acquired
     scope: Optional[str] = None  # the container this step belongs to (None: the root)
@@ -151,6 +208,7 @@ class StepDef:
     is_container: bool = False
     repeats: Any = None  # an iterable, or a callable returning an iterator
     starts: tuple[str, ...] = ()  # events fired at the start of every iteration
+    # carried for compatibility, not used: ``func`` is called as given, nothing is imported for it
     import_module: Optional[tuple[str, ...]] = None
     import_file: Optional[str] = None
     index: int = -1  # position in the program, set when added
