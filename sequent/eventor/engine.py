@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import os
 import signal
-import time
-import warnings
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Union
 
 from . import config as _config
 from .conditions import Condition, simplify, to_condition
 from .runlock import my_token
 from .dburl import default_store_path, resolve_store
-from . import runlock
-from .errors import EventorError, FlowChangedWarning
+from . import attempts, runlock
+from .errors import EventorError
 from .logs import HOST, RunLogging, flow_logger_name, task_logger_name
 from .model import (DEFAULT_RECOVERY, Assoc, EventDef, PoolDef, Program, RunMode, StepConfig, StepDef,
                     StepReplay, StepStatus, TaskConstruct, capacity_problem, delay_problem, parse_sequence,
@@ -28,9 +25,6 @@ from .text import DEPTH_LIMIT, RUN_ID_LIMIT, name_problem
 if TYPE_CHECKING:  # imported when a run starts: `import sequent` stays light
     from .coordinator import Coordinator
     from .store import Store
-
-#: Seconds a run that failed on its store keeps trying to record its end there.
-_CLOSE_TRIES_FOR = 5.0
 
 EventRef = Union[EventDef, str]
 _NO_KWARGS: Mapping[str, Any] = {}  # shared by the steps without kwargs; never changed
@@ -406,7 +400,7 @@ class Eventor:
             else:
                 store = self._open_store()
                 doing = "finding the run to recover"
-                self._find_run(store)
+                self.run_id = attempts.find_run(store, self.run_id, self.name)
                 if forks:
                     store.close()
             run_id = self.run_id
@@ -423,11 +417,13 @@ class Eventor:
             # lock first, then read: what a recovery reads is then what it runs against
             doing = "taking the run's lock"
             token = my_token(next((ex.holder_pid for ex in started if ex.holder_pid is not None), None))
-            self._take_lock(store, token, log)
+            attempts.take_lock(store, self.run_id, self.host, token, float(self.config["shutdown_grace"]), log)
             locked = token
             runlock.ACTIVE.add(run_id)
             doing = "reading the run"
-            previous, previous_delays, based_on = self._prepare(store)
+            self.recovery, previous, previous_delays, based_on = attempts.prepare(
+                store, run_id=run_id, flow=self.name, mode=self.run_mode, recovery_run=self.recovery_run,
+                shape=self._shape())
             log.info("Eventor store file: %s", target.display)
             if self.recovery:
                 log.info("Recovering run %r: attempt %d, compared with attempt %d", run_id, self.recovery, based_on)
@@ -436,9 +432,9 @@ class Eventor:
                                 mode=self.run_mode.name, recovery=self.recovery, based_on=based_on,
                                 fingerprint=self.fingerprint(), steps=self._shape())
             attempt = (run_id, self.recovery)
-            from .coordinator import Coordinator
+            from . import coordinator as coordinating  # imported when a run starts
 
-            coordinator = Coordinator(
+            coordinator = coordinating.Coordinator(
                 self.program, store.writer(run_id, self.recovery, self.host), logger=log, run_id=run_id,
                 recovery=self.recovery, envvar_prefix=self.config["envvar_prefix"],
                 max_concurrent=self.config["max_concurrent"],
@@ -471,7 +467,8 @@ class Eventor:
             fault = store is not None and not isinstance(exc, EventorError) and store.is_fault(exc)
             if attempt is not None:
                 outcome = RunEnd.error
-                self._close_attempt(store, attempt, lease, logs)
+                attempts.close_after_error(store, attempt, lost=lease is not None and lease.lost,
+                                           logger=logging.getLogger(logs.logger_name) if logs else None)
             if fault:
                 advice = (f"the run is kept: recover it with run_id {self.run_id!r} once the store is fixed"
                           if attempt is not None else "")
@@ -506,51 +503,6 @@ class Eventor:
             self._reraise(coordinator.late_signal)
         return outcome is RunEnd.success
 
-    def _take_lock(self, store: Store, token: str, log: logging.Logger) -> None:
-        """Become the run's coordinator, or raise naming who is.
-
-        A coordinator on this host that died while its launcher still stops its tasks is waited
-        for (up to its shutdown grace and a margin): taking over sooner could run a task twice.
-        """
-        deadline = time.monotonic() + float(self.config["shutdown_grace"]) + 20.0
-        waited = False
-        while True:
-            holder = store.take_lock(self.run_id, self.host, os.getpid(), token, runlock.is_stale)
-            if holder is None:
-                return
-            helper = runlock.draining(holder)
-            if helper is None or time.monotonic() >= deadline:
-                what = (f"the tasks of its dead coordinator, still being stopped by process {helper}"
-                        if helper is not None else runlock.describe(holder))
-                raise EventorError(f"run {self.run_id!r} in store {store.target.display} is being run by "
-                                   f"{what}; wait for it to end")
-            if not waited:
-                log.info("Waiting for process %s to stop the tasks of run %r's dead coordinator", helper,
-                         self.run_id)
-                waited = True
-            time.sleep(0.05)
-
-    def _close_attempt(self, store: Optional[Store], attempt: tuple[str, int], lease: Optional[runlock.Lease],
-                       logs: Optional[RunLogging]) -> None:
-        """After an error mid-run: record the attempt as ended in error, if the store still allows it."""
-        if store is None:
-            return
-        deadline = time.monotonic() + _CLOSE_TRIES_FOR
-        delay = 0.1
-        while True:  # a restarted server or a released lock usually lets it through within seconds
-            try:
-                store.close()
-                store.open().end_attempt(*attempt, RunEnd.error.value, close_run=not (lease is not None and lease.lost))
-                return
-            except Exception as exc:  # the store is still away: the run reads as abandoned until recovered
-                if time.monotonic() + delay > deadline:
-                    if logs is not None:
-                        logging.getLogger(logs.logger_name).error(
-                            "Could not record the end of run %r in its store: %s", attempt[0], exc)
-                    return
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
-
     @staticmethod
     def _reraise(signum: int) -> None:
         """After a graceful stop, let the signal do what it would have done to the program."""
@@ -569,59 +521,6 @@ class Eventor:
                                    default_store_path(self.program_file)),
                      busy_timeout=float(self.config.get("busy_timeout", 10.0)),
                      mode=int(self.config.get("store_mode", 0o600))).open()
-
-    def _find_run(self, store: Store) -> None:
-        """For a recovery: the run to recover (the flow's latest when no run_id was given)."""
-        if store.is_memory:
-            looked_for = f"run {self.run_id!r}" if self.run_id else f"the latest run of flow {self.name!r}"
-            raise EventorError(f"cannot recover {looked_for} from an in-memory store (':memory:'): its runs "
-                               f"end with the process; give the flow a file or database store")
-        if not self.run_id:
-            self.run_id = store.latest_run(self.name)
-            if self.run_id is None:
-                raise EventorError(f"no run of flow {self.name!r} to recover in store {store.target.display}")
-
-    def _prepare(self, store: Store) -> tuple[dict, dict, Optional[int]]:
-        """Settle the attempt number; for a recovery, what the earlier attempts left."""
-        where = store.target.display
-        if self.run_mode is RunMode.restart:
-            self.recovery = 0
-            if store.get_run(self.run_id) is not None:
-                raise EventorError(f"run_id {self.run_id!r} already exists in store {where}: recover it "
-                                   f"with run_mode=RUN_RECOVER, or start a new run with another run_id")
-            return {}, {}, None
-        run = store.get_run(self.run_id)
-        if run is None:
-            raise EventorError(f"no run {self.run_id!r} to recover in store {where}")
-        if run.flow != self.name:
-            raise EventorError(f"run {self.run_id!r} in store {where} is a run of flow {run.flow!r}, not of flow "
-                               f"{self.name!r}: recover it with the flow that made it")
-        latest = run.recovery
-        based_on = latest if self.recovery_run is None else self.recovery_run
-        if not isinstance(based_on, int) or store.attempt(self.run_id, based_on) is None:
-            raise EventorError(f"run {self.run_id!r} in store {where} has no attempt {self.recovery_run!r} "
-                               f"(its attempts are 0..{latest})")
-        self._check_shape(json.loads(store.attempt(self.run_id, based_on).steps or "[]"), where)
-        self.recovery = latest + 1
-        return (store.previous_states(self.run_id, based_on), store.previous_delays(self.run_id, based_on),
-                based_on)
-
-    def _check_shape(self, stored: list, where: str) -> None:
-        """Recovery matches tasks by step name and sequence: refuse what cannot match, warn of the rest."""
-        old = {name: (scope, kind) for name, scope, kind in stored}
-        new = {name: (scope, kind) for name, scope, kind in self._shape()}
-        if old == new:
-            return
-        moved = sorted(n for n in old.keys() & new.keys() if old[n] != new[n])
-        if moved or (old and not old.keys() & new.keys()):
-            details = "; ".join(f"{n}: was {old[n][1]} in {old[n][0] or 'the flow'}, now {new[n][1]} in "
-                                f"{new[n][0] or 'the flow'}" for n in moved) or "no step of it is in this flow"
-            raise EventorError(f"cannot recover run {self.run_id!r} of store {where} with this flow: {details}")
-        added, removed = sorted(new.keys() - old.keys()), sorted(old.keys() - new.keys())
-        message = (f"recovering run {self.run_id!r} with a changed flow; tasks are matched by step name and "
-                   f"sequence. Added steps (they run): {', '.join(added) or 'none'}; removed steps (ignored): "
-                   f"{', '.join(removed) or 'none'}")
-        warnings.warn(message, FlowChangedWarning, stacklevel=3)
 
     def close(self) -> None:
         """Nothing stays open between runs; kept for the original's API."""
