@@ -126,7 +126,8 @@ def worker_flow(spec: dict) -> dict:
     # One-time imports are not the engine's per-step cost: load them before timing, as the floors
     # import sqlite3 before theirs. Process mode leaves SQLAlchemy to run(), which imports it only
     # after forking the task launcher (so the launcher stays small, as in a user's program).
-    import sequent.eventor.scheduler  # noqa: F401
+    import sequent.eventor.coordinator  # noqa: F401
+    import sequent.eventor.executors  # noqa: F401
     if mode == "thread":
         import sequent.eventor.store  # noqa: F401
     with tempfile.TemporaryDirectory(prefix="sequent-bench-") as tmp:

@@ -1,12 +1,13 @@
-"""The forked side of the process runner: the keeper, the launcher and the task children.
+"""The launcher: the forked process that forks one child per task and reports how each ended.
 
-:class:`sequent.eventor.launcher.ProcessLauncher` (the coordinator's side) forks the keeper with
-:func:`keeper_main` at the very start of a run, before the coordinator opens its database or starts
-a thread; everything in this module runs in the processes forked from there.  The keeper forks the
-launcher, which is a fork of the coordinator too, so it already holds the whole program (functions,
+:class:`sequent.eventor.launcher.ProcessLauncher` (the coordinator's side) forks the keeper
+(:func:`sequent.eventor.keeper.keeper_main`) at the very start of a run, before the coordinator
+opens its database or starts a thread; the keeper forks the launcher, whose loop is in this module.
+The launcher is a fork of the coordinator too, so it already holds the whole program (functions,
 closures, arguments): a task is started by a small message naming the task, and the launcher forks
-a child that calls ``run_child`` and reports the outcome through a pipe.  The launcher is
-single-threaded, so forking from it is safe even when the coordinator has threads.
+a child that calls ``run_child`` and reports the outcome through a pipe (the child's body is
+:mod:`sequent.eventor.taskchild`).  The launcher is single-threaded, so forking from it is safe
+even when the coordinator has threads.
 
 Protocol: coordinator and launcher talk over an ``AF_UNIX``/``SOCK_STREAM`` socket pair carrying
 the messages of :mod:`sequent.eventor.wire` (length-prefixed pickles).  A child sends its outcome
@@ -24,60 +25,37 @@ what is left of its group before it reaps the child (the unreaped child keeps th
 being reused), so a program the task started and did not wait for ends with it.  Only a program
 that leaves the group on purpose (a new session or process group, as daemons do) escapes this.
 
-The launcher itself is not forked by the coordinator directly but by a *keeper*: a small process
-(also a fork of the coordinator) that is the launcher's parent and a child subreaper
-(``PR_SET_CHILD_SUBREAPER``).  The launcher lists the pid of every unreaped task child in a table
-in memory shared with the keeper.  Should the launcher die outright (``SIGKILL``, sent by
-``stop`` to an unresponsive launcher or by anyone else), the kernel hands its children to the
-keeper, which sends ``SIGKILL`` to the group of every listed child before it reaps it, tells the
-coordinator how the launcher ended (through a pipe: the launcher's pid at the start, its wait
-status at the end), and exits.  The keeper also reaps the programs orphaned inside task groups, so
-none is left a zombie.  It runs in a process group of its own, so a ``SIGKILL`` to the
-coordinator's whole group still leaves it to clean up; only a ``SIGKILL`` of the keeper itself
-(which sequent never sends) leaves the programs of running tasks to be ended by hand.
+The launcher itself is not forked by the coordinator directly but by a *keeper*
+(:mod:`sequent.eventor.keeper`): the launcher's parent and a child subreaper, with which the
+launcher shares a table of the pids of its unreaped task children.  Should the launcher die
+outright, the keeper kills the group of every listed child before it reaps it and tells the
+coordinator how the launcher ended.
 
-Besides :func:`keeper_main`, the coordinator's side takes from here what both sides must agree on:
-the message kinds, the keeper's report format, the outcome statuses, and a few small helpers.
+Besides :func:`launcher_main`, which the keeper calls, the coordinator's side takes from here what
+both sides must agree on: the message kinds and a few small helpers.  The keeper's report format is
+in :mod:`sequent.eventor.keeper`, the outcome statuses in :mod:`sequent.eventor.taskchild`.
 """
 
 from __future__ import annotations
 
 import gc
-import mmap
 import os
-import pickle
 import selectors
 import signal
 import socket
-import struct
 import sys
 import time
 import traceback
 import weakref
 from typing import Callable, NoReturn
 
-from .wire import CHUNK, HEADER, MAX_MESSAGE, PROTOCOL, encode, first_message, has_whole_message
-from .wire import read_exactly, take_messages, write_all
+from .taskchild import RunChild, child_main, close_quietly, flush_stdio
+from .wire import CHUNK, encode, first_message, has_whole_message, take_messages, write_all
 
-try:        # the C module: in a fresh child, signal.signal's enum wrapping costs ~100 us a call
-    import _signal
-except ImportError:  # pragma: no cover - not CPython
-    _signal = signal  # type: ignore[assignment]
-
-__all__ = ['FAILURE', 'KEEPER_REPORT', 'LIVE_SOCKETS', 'MSG_LAUNCH', 'MSG_SIGNAL', 'MSG_STOP', 'SUCCESS',
-           'Outcome', 'RunChild', 'close_quietly', 'decode_status', 'describe_end', 'flush_stdio',
-           'keeper_main']
-
-Outcome = tuple[str, str, str, str]   # (status, result text, error text, traceback text)
-RunChild = Callable[[int, tuple, dict], Outcome]
+__all__ = ['LIVE_SOCKETS', 'MSG_LAUNCH', 'MSG_SIGNAL', 'MSG_STOP', 'decode_status', 'describe_end', 'exit_after',
+           'launcher_main']
 
 _ORPHAN_GRACE = 5.0            # seconds a task gets after SIGTERM when the coordinator vanished
-_PR_SET_PDEATHSIG = 1
-_PR_SET_CHILD_SUBREAPER = 36
-_PF_EXITING = 0x4              # /proc/PID/stat flags: the process has begun to exit
-_TABLE_SLOTS = 1 << 16         # task children the keeper can know of at once (256 KiB, touched as used)
-_KEEPER_DRAIN = 10             # seconds the keeper waits at most for killed processes to end
-KEEPER_REPORT = struct.Struct('!i')   # keeper -> coordinator: the launcher's pid, then its wait status
 
 # Coordinator -> launcher message kinds.
 MSG_LAUNCH = 0
@@ -90,16 +68,8 @@ _EV_RESULT = 1
 _EV_EXIT = 2
 _EV_WAKE = 3
 
-_SIGINT = int(signal.SIGINT)
-_SIGTERM = int(signal.SIGTERM)
-_SIGCHLD = int(signal.SIGCHLD)
-_SIG_DFL = int(signal.SIG_DFL)
-_SIG_IGN = int(signal.SIG_IGN)
 _SIGKILL = int(signal.SIGKILL)
-_SIGKILL_BIT = 1 << (_SIGKILL - 1)
 
-SUCCESS = 'success'
-FAILURE = 'failure'
 
 # Coordinator-side sockets of live launchers: a launcher forked later closes its copies of them, so
 # that each launcher sees end of file as soon as the coordinator is gone.
@@ -136,67 +106,6 @@ def decode_status(status: int) -> tuple[int | None, int | None]:
     return None, None
 
 
-def close_quietly(fds: 'list[int] | set[int]') -> None:
-    """Close file descriptors, ignoring ones already closed."""
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-
-
-def flush_stdio(ignore: type[BaseException] = BaseException) -> None:
-    """Flush Python's stdout/stderr buffers (os._exit would drop them, a fork would copy them)."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except ignore:  # a child ignores everything here: nothing may stop it from exiting
-            pass
-
-
-# --------------------------------------------------------------------------------------------
-# The task child
-
-
-def _exception_text(exc: BaseException) -> str:
-    """One-line 'Type: message' text of an exception."""
-    return ''.join(traceback.format_exception_only(type(exc), exc)).strip()
-
-
-def _run_task(run_child: RunChild, step_index: int, sequence: tuple, payload: dict) -> Outcome:
-    """Call ``run_child`` with Ctrl-C enabled and turn anything it does into an outcome tuple.
-
-    SIGINT raises KeyboardInterrupt only while ``run_child`` runs; afterwards it is ignored so that
-    the outcome is always written whole.
-    """
-    try:
-        _signal.signal(_SIGINT, _signal.default_int_handler)
-        try:
-            value = run_child(step_index, sequence, payload)
-        finally:
-            _signal.signal(_SIGINT, _SIG_IGN)
-        if not (isinstance(value, (tuple, list)) and len(value) == 4 and value[0] in (SUCCESS, FAILURE)
-                and all(isinstance(x, str) for x in value[1:])):
-            raise TypeError(f'run_child returned an invalid outcome: {value!r:.300}')
-        return tuple(value)
-    except SystemExit as exc:
-        if exc.code is None or exc.code == 0:
-            return (SUCCESS, '', '', '')
-        return (FAILURE, '', _exception_text(exc), traceback.format_exc())
-    except BaseException as exc:  # noqa: B036 - a task's failure of any kind is reported, not raised
-        return (FAILURE, '', _exception_text(exc), traceback.format_exc())
-
-
-def _write_outcome(fd: int, outcome: Outcome) -> None:
-    """Send the outcome to the launcher as one length-prefixed pickle."""
-    data = pickle.dumps(outcome, PROTOCOL)
-    if len(data) > MAX_MESSAGE:
-        error = f'task outcome too large to report ({len(data)} bytes)'
-        data = pickle.dumps((FAILURE, '', error, ''), PROTOCOL)
-    write_all(fd, HEADER.pack(len(data)) + data)
-
-
 # --------------------------------------------------------------------------------------------
 # The launcher process
 
@@ -216,15 +125,6 @@ class _Task:
         self.slot = 0           # its entry in the table shared with the keeper; 0: none
 
 
-def _load_prctl() -> Callable[..., int] | None:
-    """libc's prctl via ctypes (loaded once in the launcher), or None where unavailable."""
-    try:
-        import ctypes
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (ImportError, OSError, AttributeError):
-        return None
-
-
 def _pidfd_works(wanted: bool) -> bool:
     """Whether pidfds are ``wanted`` (tests turn them off), os.pidfd_open is present, and the kernel
     allows it (seccomp may refuse it)."""
@@ -236,33 +136,6 @@ def _pidfd_works(wanted: bool) -> bool:
         return False
     return True
 
-
-def _reset_inherited_signals(mask: set[signal.Signals]) -> None:
-    """In the keeper (the launcher inherits it): drop the coordinator's Python signal handlers and
-    wakeup fd, which mean nothing here, then take ``mask``, the coordinator's signal mask.
-
-    ProcessLauncher.start() forks with SIGINT and SIGTERM blocked, so neither can arrive before
-    they are set here.
-    """
-    signal.set_wakeup_fd(-1)
-    for signum in signal.valid_signals():
-        try:
-            if callable(signal.getsignal(signum)):
-                signal.signal(signum, signal.SIG_DFL)
-        except (OSError, ValueError, RuntimeError):
-            pass
-    signal.signal(signal.SIGINT, signal.SIG_IGN)     # a pending SIGINT is discarded here
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)    # SIG_IGN would reap children behind our back
-    # A task's group is not the terminal's foreground group: reading the terminal would stop it
-    # (SIGTTIN) and hang the run.  Ignored, such a read fails with EIO instead, and a write goes
-    # through even with ``stty tostop``.  Children, and programs they exec, inherit this.
-    signal.signal(signal.SIGTTIN, signal.SIG_IGN)
-    signal.signal(signal.SIGTTOU, signal.SIG_IGN)
-    # A SIGTERM to the whole process group must not kill the launcher (and, through the
-    # parent-death signal, every task at once): the coordinator decides, and ends the launcher
-    # through its socket.  Blocked, not ignored, so a child only has to unblock it.
-    signal.pthread_sigmask(signal.SIG_SETMASK, set(mask) | {signal.SIGTERM})
 
 
 def _raise_fd_limit() -> tuple[int, int] | None:
@@ -486,12 +359,12 @@ class _Launcher:
         if spare is not None and self._assign(spare, task_id, (step_index, sequence, payload)):
             self._fork_spare()
             return
-        if self._fork(task_id, lambda wfd: self._child(wfd, step_index, sequence, payload)):
+        if self._fork(task_id, lambda wfd: child_main(self, wfd, step_index, sequence, payload)):
             self._fork_spare()
 
     def _fork_spare(self) -> None:
         """Fork the child the next task will run in; it waits on its command pipe until then."""
-        self._fork(None, lambda wfd, cmd: self._child(wfd, 0, (), {}, cmd))
+        self._fork(None, lambda wfd, cmd: child_main(self, wfd, 0, (), {}, cmd))
 
     def _assign(self, spare: _Task, task_id: int, work: tuple) -> bool:
         """Hand a task to the spare child; False when the spare has gone meanwhile."""
@@ -561,45 +434,6 @@ class _Launcher:
                 return False
             self.sel.register(task.pidfd, selectors.EVENT_READ, (_EV_EXIT, task))
         return True
-
-    def _child(self, wfd: int, step_index: int, sequence: tuple, payload: dict, cmd: int = -1) -> NoReturn:
-        """Body of a task child: shed the launcher's state, run the task, report, exit.
-
-        The spare child (``cmd`` >= 0) first waits on its command pipe for its task; end of file
-        there means the launcher is stopping.  Every distinct call here costs page faults in each
-        child, so the path is kept short.
-        """
-        code = 0
-        try:
-            self._prepare_child()
-            if cmd >= 0:
-                header = read_exactly(cmd, HEADER.size)
-                if header is None:
-                    os._exit(0)
-                step_index, sequence, payload = pickle.loads(read_exactly(cmd, HEADER.unpack(header)[0]))
-            outcome = _run_task(self.run_child, step_index, sequence, payload)
-            _write_outcome(wfd, outcome)
-            flush_stdio()
-        except BaseException:  # noqa: B036 - a child must never return into the launcher loop
-            code = 1
-        finally:
-            os._exit(code)
-
-    def _prepare_child(self) -> None:
-        """In a new child: lead a process group, die with the launcher, restore signals, close fds."""
-        os.setpgid(0, 0)
-        if self.prctl is not None:
-            self.prctl(_PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0)
-            if os.getppid() != self.my_pid:    # the launcher died before prctl took effect
-                os._exit(1)
-        if not self.use_pidfd:
-            _signal.set_wakeup_fd(-1)
-            _signal.signal(_SIGCHLD, _SIG_DFL)
-        # SIGTERM is at its default but blocked in the launcher; a fork has no pending signals.
-        _signal.pthread_sigmask(_signal.SIG_UNBLOCK, (_SIGTERM,))
-        close_quietly(self.fds)
-        if self.old_nofile is not None and self.resource is not None:
-            self.resource.setrlimit(self.resource.RLIMIT_NOFILE, self.old_nofile)
 
     def _read_result(self, task: _Task) -> None:
         """Read what a child wrote so far; stop watching the pipe once its outcome is whole."""
@@ -697,16 +531,16 @@ class _Launcher:
         self._report(task.task_id, task.pid, exitcode, signum, raw, error)
 
 
-def _launcher_main(sock: socket.socket, run_child: RunChild, table: memoryview,
-                   prctl: Callable[..., int] | None, use_pidfd: bool) -> NoReturn:
+def launcher_main(sock: socket.socket, run_child: RunChild, table: memoryview,
+                  prctl: Callable[..., int] | None, use_pidfd: bool) -> NoReturn:
     """Entry point of the launcher process (forked by the keeper); it only ever leaves through os._exit."""
     def body() -> None:
         gc.freeze()   # a collection in a child then skips inherited objects: fewer copy-on-write faults
         _Launcher(sock, run_child, table, prctl, use_pidfd).run()
-    _exit_after(body)
+    exit_after(body)
 
 
-def _exit_after(body: Callable[[], None]) -> NoReturn:
+def exit_after(body: Callable[[], None]) -> NoReturn:
     """Run a forked process's ``body``, then leave through os._exit: 0, or 70 with the traceback
     printed when it raised; a fork must never return into the code it was forked from."""
     code = 0
@@ -721,154 +555,3 @@ def _exit_after(body: Callable[[], None]) -> NoReturn:
             pass
     finally:
         os._exit(code)
-
-
-# --------------------------------------------------------------------------------------------
-# The keeper
-
-
-def _proc_stat(pid: int) -> tuple[str, int, int, int, int] | None:
-    """(state, parent pid, process group, flags, pending signals) of a process; None when gone."""
-    try:
-        with open(f'/proc/{pid}/stat', 'rb') as f:
-            stat = f.read()
-        fields = stat[stat.rindex(b')') + 2:].split()
-        return fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[6]), int(fields[28])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _children(pid: int) -> list[int]:
-    """The pids of a process's children, from /proc."""
-    try:
-        with open(f'/proc/{pid}/task/{pid}/children', 'rb') as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:    # a kernel without CONFIG_PROC_CHILDREN: look through every process
-        return [int(e) for e in os.listdir('/proc')
-                if e.isdigit() and (_proc_stat(int(e)) or ('', 0))[1] == pid]
-
-
-def _tell(fd: int, value: int) -> None:
-    """Send one number to the coordinator; it may be gone, which is no error here."""
-    try:
-        os.write(fd, KEEPER_REPORT.pack(value))
-    except OSError:
-        pass
-
-
-class _Keeper:
-    """The launcher's parent and subreaper: it ends what the launcher's death leaves of the tasks.
-
-    While the launcher lives, the keeper only reaps what is orphaned below it (a program whose task
-    has ended and whose group the launcher killed), so none is left a zombie.  When the launcher
-    dies, the kernel hands its children to the keeper; the keeper kills the group of every one the
-    launcher listed as unreaped before reaping it.  It kills a group only while the group's leader is
-    its own unreaped child (checked in /proc), so the group id cannot be someone else's.
-    """
-
-    def __init__(self, launcher: int, table: memoryview) -> None:
-        self.me = os.getpid()
-        self.launcher = launcher
-        self.table = table
-
-    def wait_launcher(self) -> int:
-        """Reap the orphans handed to the keeper until the launcher ends; its wait status."""
-        while True:
-            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)   # found, not reaped yet
-            if info.si_pid == self.launcher:
-                return os.waitpid(self.launcher, 0)[1]
-            if info.si_pid in self._listed():   # a task child of a launcher that is dying
-                self._kill_group(info.si_pid)
-            try:
-                os.waitpid(info.si_pid, 0)
-            except ChildProcessError:
-                pass
-
-    def end_tasks(self) -> None:
-        """After the launcher's death: kill the group of every task child it left unreaped."""
-        for pid in self._listed():
-            self._kill_group(pid)
-
-    def drain(self) -> None:
-        """Reap the children that are ending (killed with their group); within _KEEPER_DRAIN s."""
-        signal.signal(signal.SIGALRM, signal.SIG_DFL)
-        signal.alarm(_KEEPER_DRAIN)     # a process stuck in the kernel must not keep us (and stop())
-        reaped = True
-        while reaped:
-            reaped = False
-            for child in _children(self.me):
-                stat = _proc_stat(child)
-                if stat is None or stat[1] != self.me:
-                    continue
-                state, _, _, flags, pending = stat
-                if state in 'ZX' or flags & _PF_EXITING or pending & _SIGKILL_BIT:
-                    try:
-                        os.waitpid(child, 0)
-                        reaped = True
-                    except ChildProcessError:
-                        pass
-            # what is left lives on (a program that left its task's group): init inherits it
-
-    def _listed(self) -> set[int]:
-        """The pids the launcher listed as its unreaped task children."""
-        used = min(self.table[0], len(self.table) - 1)
-        return set(self.table[1:used + 1].tolist()) - {0}
-
-    def _kill_group(self, pid: int) -> None:
-        """SIGKILL the process group led by ``pid``, if ``pid`` is our own child not yet reaped."""
-        stat = _proc_stat(pid)
-        if stat is not None and stat[1] == self.me and stat[2] == pid:
-            try:
-                os.killpg(pid, _SIGKILL)
-            except OSError:
-                pass
-
-
-def keeper_main(sock: socket.socket, report: int, run_child: RunChild,
-                mask: set[signal.Signals], use_pidfd: bool) -> NoReturn:
-    """Entry point of the keeper process (forked by ProcessLauncher.start()); it only ever leaves
-    through os._exit.
-
-    It forks the launcher, tells the coordinator the launcher's pid through ``report``, waits for
-    the launcher's end, ends the tasks it left, tells the coordinator the launcher's wait status,
-    reaps what it killed, and exits.  ``sock`` is the launcher's end of the coordinator's socket,
-    ``mask`` the coordinator's signal mask, and ``use_pidfd`` False makes the launcher watch its
-    children through SIGCHLD even where pidfds work (tests exercise that fallback so).
-    """
-    def body() -> None:
-        _reset_inherited_signals(mask)
-        for other in list(LIVE_SOCKETS):   # detach: the copied object must not close a reused fd
-            if other.fileno() >= 0:
-                close_quietly([other.detach()])
-        prctl = _load_prctl()
-        if prctl is not None:
-            prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)   # orphans below come to us, not to init
-            prctl(_PR_SET_PDEATHSIG, 0, 0, 0, 0)          # warm ctypes up for the task children
-        table = memoryview(mmap.mmap(-1, _TABLE_SLOTS * 4)).cast('i')   # shared with the launcher
-        gc.freeze()
-        try:
-            pid = os.fork()
-        except OSError:
-            _tell(report, 0)
-            raise
-        if pid == 0:
-            try:
-                os.close(report)
-            finally:
-                _launcher_main(sock, run_child, table, prctl, use_pidfd)
-        # A group of its own: a signal to the coordinator's whole group (SIGKILL, SIGQUIT) that ends
-        # the launcher leaves the keeper to end the tasks.  The launcher stays in the coordinator's.
-        try:
-            os.setpgid(0, 0)
-        except OSError:
-            pass
-        sock.close()
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})  # a gone coordinator: EPIPE, no death
-        keeper = _Keeper(pid, table)
-        _tell(report, pid)
-        status = keeper.wait_launcher()
-        keeper.end_tasks()
-        _tell(report, status)
-        os.close(report)
-        keeper.drain()
-    _exit_after(body)

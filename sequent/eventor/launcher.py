@@ -2,9 +2,10 @@
 
 The coordinator calls :meth:`ProcessLauncher.start` at the very start of a run, before it opens its
 database or starts a thread.  That forks a *keeper*, which forks the *launcher*: a single-threaded
-fork of the coordinator that forks one child per task (see :mod:`sequent.eventor.forkserver`, which
-holds everything that runs in those processes and describes the design: process groups, the keeper,
-pidfd or SIGCHLD watching).  A task is started by a small message naming it; its completion comes
+fork of the coordinator that forks one child per task.  What runs in those processes lives in
+:mod:`sequent.eventor.keeper`, :mod:`sequent.eventor.forkserver` (the launcher, whose docstring
+describes the design: process groups, the keeper, pidfd or SIGCHLD watching) and
+:mod:`sequent.eventor.taskchild` (a task child's body).  A task is started by a small message naming it; its completion comes
 back the same way, both as the length-prefixed pickles of :mod:`sequent.eventor.wire` over one
 ``AF_UNIX`` socket pair, which the coordinator can select on.
 
@@ -26,8 +27,9 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .forkserver import FAILURE, KEEPER_REPORT, LIVE_SOCKETS, MSG_LAUNCH, MSG_SIGNAL, MSG_STOP, RunChild
-from .forkserver import close_quietly, decode_status, describe_end, flush_stdio, keeper_main
+from .forkserver import LIVE_SOCKETS, MSG_LAUNCH, MSG_SIGNAL, MSG_STOP, decode_status, describe_end
+from .keeper import KEEPER_REPORT, keeper_main
+from .taskchild import FAILURE, RunChild, close_quietly, flush_stdio
 from .wire import CHUNK, encode, take_messages
 
 __all__ = ['Completion', 'ProcessLauncher']

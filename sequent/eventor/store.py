@@ -1,9 +1,13 @@
-"""The store: one schema for SQLite and PostgreSQL, and every statement the engine runs.
+"""The store: every statement the engine runs, against one schema for SQLite and PostgreSQL.
 
 Runs are rows, never tables: a restart adds a run and keeps every earlier one, and recovery is
 a query over one run_id.  The coordinator buffers a round of task changes in a
 :class:`RunWriter` and commits them in one transaction *before* it starts anything that
 depends on them, which is what makes a store left by a killed coordinator recoverable.
+
+The tables are in :mod:`sequent.eventor.schema` and the words for a database's errors in
+:mod:`sequent.eventor.storefaults`; both are imported here, so the names tests and tools take
+from this module (``metadata``, the tables, ``SCHEMA_VERSION``) still resolve.
 """
 
 from __future__ import annotations
@@ -21,104 +25,9 @@ from sqlalchemy import event as sa_event
 
 from .dburl import StoreTarget
 from .errors import EventorError
-from .text import SEQUENCE_LIMIT
+from .schema import SCHEMA_VERSION, attempts, delays, holdings, locks, metadata, runs, schema_info, tasks
+from .storefaults import describe_fault, driver_text
 
-#: Bumped whenever the tables change; a store written by a newer version is refused.
-SCHEMA_VERSION = 1
-
-metadata = sa.MetaData()
-
-schema_info = sa.Table(
-    "sequent_schema", metadata,
-    sa.Column("key", sa.String(64), primary_key=True),
-    sa.Column("value", sa.String(255), nullable=False),
-)
-
-#: One row per run_id: what ran and how it ended last.
-runs = sa.Table(
-    "sequent_runs", metadata,
-    sa.Column("run_id", sa.String(64), primary_key=True),
-    sa.Column("flow", sa.String(255), nullable=False),
-    sa.Column("program", sa.Text),
-    sa.Column("host", sa.String(255)),
-    sa.Column("created", sa.Float, nullable=False),
-    sa.Column("updated", sa.Float, nullable=False),
-    sa.Column("recovery", sa.Integer, nullable=False),  # the latest attempt's number
-    sa.Column("status", sa.String(16), nullable=False),  # running, success, failure, incomplete
-)
-
-#: One row per attempt at a run: the first (recovery 0) and every recovery after it.
-attempts = sa.Table(
-    "sequent_attempts", metadata,
-    sa.Column("run_id", sa.String(64), primary_key=True),
-    sa.Column("recovery", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("mode", sa.String(16), nullable=False),
-    sa.Column("based_on", sa.Integer),  # the attempt a recovery compared against
-    sa.Column("host", sa.String(255)),
-    sa.Column("pid", sa.Integer),
-    sa.Column("started", sa.Float, nullable=False),
-    sa.Column("ended", sa.Float),
-    sa.Column("outcome", sa.String(16)),
-    sa.Column("fingerprint", sa.String(64)),
-    sa.Column("steps", sa.Text),  # JSON list of [step, container, kind]: the flow's shape
-)
-
-#: Who coordinates a run now: one row while an attempt runs, so a second one is refused.
-locks = sa.Table(
-    "sequent_locks", metadata,
-    sa.Column("run_id", sa.String(64), primary_key=True),
-    sa.Column("host", sa.String(255), nullable=False),
-    sa.Column("pid", sa.Integer, nullable=False),
-    sa.Column("token", sa.String(255), nullable=False),  # host, pids and start times (see runlock)
-    sa.Column("acquired", sa.Float, nullable=False),
-    sa.Column("heartbeat", sa.Float, nullable=False),
-)
-
-#: One row per task: a step at a sequence, in one attempt.
-tasks = sa.Table(
-    "sequent_tasks", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("run_id", sa.String(64), nullable=False),
-    sa.Column("recovery", sa.Integer, nullable=False),
-    sa.Column("step", sa.String(255), nullable=False),
-    sa.Column("sequence", sa.String(SEQUENCE_LIMIT), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("skipped", sa.Boolean, nullable=False, default=False),
-    sa.Column("host", sa.String(255)),
-    sa.Column("pid", sa.Integer),
-    sa.Column("created", sa.Float, nullable=False),
-    sa.Column("started", sa.Float),
-    sa.Column("ended", sa.Float),
-    sa.Column("result", sa.Text),
-    sa.Column("error", sa.Text),
-    sa.UniqueConstraint("run_id", "recovery", "step", "sequence", name="sequent_tasks_key"),
-)
-
-#: One row per delay started: recovery waits only what remains of it.
-delays = sa.Table(
-    "sequent_delays", metadata,
-    sa.Column("run_id", sa.String(64), primary_key=True),
-    sa.Column("recovery", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("step", sa.String(255), primary_key=True),
-    sa.Column("sequence", sa.String(SEQUENCE_LIMIT), primary_key=True),
-    sa.Column("seconds", sa.Float, nullable=False),
-    sa.Column("activated", sa.Float, nullable=False),
-    sa.Column("fired", sa.Float),
-)
-
-#: Which task holds how much of which resource pool (released: when it gave it back, if it did).
-holdings = sa.Table(
-    "sequent_holdings", metadata,
-    sa.Column("run_id", sa.String(64), primary_key=True),
-    sa.Column("recovery", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("step", sa.String(255), primary_key=True),
-    sa.Column("sequence", sa.String(SEQUENCE_LIMIT), primary_key=True),
-    sa.Column("pool", sa.String(255), primary_key=True),
-    sa.Column("count", sa.Integer, nullable=False),
-    sa.Column("acquired", sa.Float, nullable=False),
-    sa.Column("released_count", sa.Integer),
-    sa.Column("released", sa.Float),
-)
 
 _TASK_COLUMNS = ("status", "skipped", "host", "pid", "started", "ended", "result", "error")
 
@@ -140,52 +49,6 @@ def _sqlite_pragmas(busy_timeout: float, readonly: bool) -> Callable[[Any, Any],
             cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
     return on_connect
-
-
-#: What a driver's error message says, what it means for the user, and what to do about it.
-_FAULTS = (
-    (("database or disk is full", "no space left on device", "could not extend file", "disk full"),
-     "the disk holding the store is full", "free space on it"),
-    (("database is locked", "database table is locked", "lock timeout", "canceling statement due to lock"),
-     "the store stayed locked by another connection for longer than busy_timeout ({busy} s)",
-     "find what holds it (another program writing to the database), or raise busy_timeout"),
-    (("readonly database", "read-only", "read only"),
-     "the store cannot be written (a read-only file, folder or database)",
-     "give this user write access to the store file and its folder"),
-    (("unable to open database file",),
-     "the store file cannot be opened (a missing or inaccessible folder)",
-     "check the path and its permissions"),
-    (("file is not a database", "malformed", "not a database"),
-     "the store file is not a SQLite database, or is damaged",
-     "point the flow at its own store file"),
-    (("authentication failed", "no password supplied", 'role "', 'database "'),
-     "the store's database refused this login or database name", "check the URL or DATABASES entry"),
-    (("connection refused", "could not connect", "server closed the connection", "terminating connection",
-      "the database system is", "connection is closed", "connection is lost", "connection already closed", "consuming input failed", "connection timeout",
-      "could not translate host name", "connection to server", "ssl syscall"),
-     "the connection to the store's database server failed or was lost (was it down or restarted?)",
-     "check that the server is up and reachable"),
-)
-
-
-def describe_fault(exc: BaseException, *, busy_timeout: float = 10.0) -> tuple[str, str]:
-    """(what happened, what to do) for an error raised by a store's database or file system."""
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return "the disk holding the store is full", "free space on it"
-    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return ("the store cannot be written (a read-only file, folder or database)",
-                "give this user write access to the store file and its folder")
-    text = str(getattr(exc, "orig", None) or exc).lower()
-    for needles, what, todo in _FAULTS:
-        if any(needle in text for needle in needles):
-            return what.format(busy=f"{busy_timeout:g}"), todo
-    return "the store's database failed", "see the cause below"
-
-
-def _driver_text(exc: BaseException) -> str:
-    """The driver's own message, on one line, without SQLAlchemy's statement and link."""
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return f"{type(getattr(exc, 'orig', None) or exc).__name__}: {text[0] if text else ''}"
 
 
 @dataclass
@@ -241,7 +104,7 @@ class Store:
     def fault(self, exc: BaseException, doing: str, advice: str = "") -> EventorError:
         """A SequentError-ready text for a store fault: what failed while doing what, and what to do."""
         what, todo = describe_fault(exc, busy_timeout=self.busy_timeout)
-        return EventorError(f"store {self.target.display}: {what} while {doing} ({_driver_text(exc)}); "
+        return EventorError(f"store {self.target.display}: {what} while {doing} ({driver_text(exc)}); "
                             f"{todo}{'; ' + advice if advice else ''}")
 
     @property

@@ -1,0 +1,110 @@
+"""The store's tables: one schema for SQLite and PostgreSQL, and the version written with it.
+
+Runs are rows, never tables: a restart adds a run and keeps every earlier one, and recovery is
+a query over one run_id.  :mod:`sequent.eventor.store` runs every statement against these tables.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from .text import SEQUENCE_LIMIT
+
+__all__ = ["SCHEMA_VERSION", "attempts", "delays", "holdings", "locks", "metadata", "runs", "schema_info", "tasks"]
+
+#: Bumped whenever the tables change; a store written by a newer version is refused.
+SCHEMA_VERSION = 1
+
+metadata = sa.MetaData()
+
+schema_info = sa.Table(
+    "sequent_schema", metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(255), nullable=False),
+)
+
+#: One row per run_id: what ran and how it ended last.
+runs = sa.Table(
+    "sequent_runs", metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("flow", sa.String(255), nullable=False),
+    sa.Column("program", sa.Text),
+    sa.Column("host", sa.String(255)),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("updated", sa.Float, nullable=False),
+    sa.Column("recovery", sa.Integer, nullable=False),  # the latest attempt's number
+    sa.Column("status", sa.String(16), nullable=False),  # running, success, failure, incomplete
+)
+
+#: One row per attempt at a run: the first (recovery 0) and every recovery after it.
+attempts = sa.Table(
+    "sequent_attempts", metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("recovery", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("mode", sa.String(16), nullable=False),
+    sa.Column("based_on", sa.Integer),  # the attempt a recovery compared against
+    sa.Column("host", sa.String(255)),
+    sa.Column("pid", sa.Integer),
+    sa.Column("started", sa.Float, nullable=False),
+    sa.Column("ended", sa.Float),
+    sa.Column("outcome", sa.String(16)),
+    sa.Column("fingerprint", sa.String(64)),
+    sa.Column("steps", sa.Text),  # JSON list of [step, container, kind]: the flow's shape
+)
+
+#: Who coordinates a run now: one row while an attempt runs, so a second one is refused.
+locks = sa.Table(
+    "sequent_locks", metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("token", sa.String(255), nullable=False),  # host, pids and start times (see runlock)
+    sa.Column("acquired", sa.Float, nullable=False),
+    sa.Column("heartbeat", sa.Float, nullable=False),
+)
+
+#: One row per task: a step at a sequence, in one attempt.
+tasks = sa.Table(
+    "sequent_tasks", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("recovery", sa.Integer, nullable=False),
+    sa.Column("step", sa.String(255), nullable=False),
+    sa.Column("sequence", sa.String(SEQUENCE_LIMIT), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("skipped", sa.Boolean, nullable=False, default=False),
+    sa.Column("host", sa.String(255)),
+    sa.Column("pid", sa.Integer),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("started", sa.Float),
+    sa.Column("ended", sa.Float),
+    sa.Column("result", sa.Text),
+    sa.Column("error", sa.Text),
+    sa.UniqueConstraint("run_id", "recovery", "step", "sequence", name="sequent_tasks_key"),
+)
+
+#: One row per delay started: recovery waits only what remains of it.
+delays = sa.Table(
+    "sequent_delays", metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("recovery", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("step", sa.String(255), primary_key=True),
+    sa.Column("sequence", sa.String(SEQUENCE_LIMIT), primary_key=True),
+    sa.Column("seconds", sa.Float, nullable=False),
+    sa.Column("activated", sa.Float, nullable=False),
+    sa.Column("fired", sa.Float),
+)
+
+#: Which task holds how much of which resource pool (released: when it gave it back, if it did).
+holdings = sa.Table(
+    "sequent_holdings", metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("recovery", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("step", sa.String(255), primary_key=True),
+    sa.Column("sequence", sa.String(SEQUENCE_LIMIT), primary_key=True),
+    sa.Column("pool", sa.String(255), primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("acquired", sa.Float, nullable=False),
+    sa.Column("released_count", sa.Integer),
+    sa.Column("released", sa.Float),
+)
