@@ -1,4 +1,18 @@
-"""Shared fixtures: a real PostgreSQL for the store tests, and a ``store`` over both backends.
+"""Shared fixtures: the hang guard, quiet flow configurations, Hypothesis profiles, a real PostgreSQL
+for the store tests, and a ``store`` over both backends.
+
+Every test runs under ``no_hang`` (autouse): a SIGALRM guard (tests/guard.py) that fails the test
+when it has not ended within DEFAULT_TIMEOUT seconds, or the seconds of its closest
+``@pytest.mark.timeout_seconds(n)`` marker (on the test, its class or its module's ``pytestmark``).
+A module that defines a fixture of its own named ``no_hang`` replaces this one.
+
+``flow_config(**extra)`` gives a flow configuration that logs to ``tmp_path / 'logs'`` and not to
+the console, with ``extra`` on top (a ``LOGGING`` mapping in ``extra`` is merged into those two).
+
+Hypothesis runs under the profile named by SEQUENT_HYPOTHESIS_PROFILE: ``dev`` (the default) caps
+every property test at DEV_EXAMPLES examples, ``ci`` (exported by .ci/run) runs each test's full
+count.  A property test states its full count as ``min(FULL, settings.default.max_examples)``, so
+the profile's ``max_examples`` is a ceiling: CI_EXAMPLES is above every test's full count.
 
 ``postgres_url`` is the URL of a PostgreSQL cluster for the whole session: the one CI started
 (``SEQUENT_TEST_POSTGRES_URL``), else one started here from the local server binaries
@@ -16,18 +30,40 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ helpers: pgserver, guard, ...
 
+import guard  # noqa: E402
 import pgserver  # noqa: E402
 
 ENV_URL = "SEQUENT_TEST_POSTGRES_URL"
 BACKENDS = ("sqlite", "postgresql")
 SESSION_PID = os.getpid()  # the test session's process; a fork of it must never run tests
 FORK_ESCAPED = 70  # exit status of a forked child caught running the session
+DEFAULT_TIMEOUT = 30  # seconds any test may take, unless marked @pytest.mark.timeout_seconds(n)
+
+HYPOTHESIS_PROFILE_ENV = "SEQUENT_HYPOTHESIS_PROFILE"
+DEV_EXAMPLES = 20  # examples per property test while developing: a quick look
+CI_EXAMPLES = 1000  # at least every property test's full count (the largest: test_properties' 1000)
+settings.register_profile("ci", max_examples=CI_EXAMPLES, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow], print_blob=True)
+settings.register_profile("dev", max_examples=DEV_EXAMPLES, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get(HYPOTHESIS_PROFILE_ENV) or "dev")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "timeout_seconds(n): the test may take n seconds instead of "
+                                       f"{DEFAULT_TIMEOUT} before its hang guard (no_hang) fails it")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return (f"hypothesis profile: {os.environ.get(HYPOTHESIS_PROFILE_ENV) or 'dev'} "
+            f"(max_examples {settings.default.max_examples}; set {HYPOTHESIS_PROFILE_ENV})")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -39,6 +75,26 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
                     f"returned into pytest and was about to run {item.nodeid}: it exits "
                     f"{FORK_ESCAPED}\n".encode())
         os._exit(FORK_ESCAPED)
+
+
+@pytest.fixture(autouse=True)
+def no_hang(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Turn a hung run into a failing test: SIGALRM interrupts the coordinator's wait."""
+    marker = request.node.get_closest_marker("timeout_seconds")
+    seconds = DEFAULT_TIMEOUT if marker is None else int(marker.args[0])
+    with guard.alarm(seconds):
+        yield
+
+
+@pytest.fixture
+def flow_config(tmp_path: Path) -> Callable[..., dict]:
+    """``flow_config(**extra)``: ``{'LOGGING': {'logdir': <tmp_path>/logs, 'console': False}, **extra}``,
+    a ``LOGGING`` in ``extra`` merged into that one; a new dict on every call."""
+    def make(**extra: Any) -> dict:
+        logging = {"logdir": str(tmp_path / "logs"), "console": False, **extra.pop("LOGGING", {})}
+        return {**extra, "LOGGING": logging}
+
+    return make
 
 
 @pytest.fixture(scope="session")

@@ -8,16 +8,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 SHAPES = ("independent", "chain", "container", "nested")
 MODES = ("thread", "process")
 FLOORS = ("thread_serial", "thread_all", "process_serial", "process_all")
+TIMEOUT = 120  # seconds the smoke run may take
 
 
+@pytest.mark.timeout_seconds(TIMEOUT + 30)  # the subprocess timeout below comes first
 def test_benchmark_smoke(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--smoke", "--json", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+                          cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT)
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
 
     for mode in MODES:

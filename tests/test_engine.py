@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -28,28 +27,16 @@ from sequent.eventor.store import SCHEMA_VERSION, Store
 
 REPO = Path(__file__).resolve().parents[1]
 HANG_TIMEOUT = 5  # seconds a child run may take before it counts as hung
+WAIT = 5  # seconds a task waits at a rendezvous with another task; only reached on a bug
 
 
-@pytest.fixture(autouse=True)
-def no_hang():
-    """Turn a hung run into a failing test (SIGALRM interrupts the coordinator's select)."""
-    def timeout(signum, frame):
-        raise TimeoutError('test did not finish within 30 s')
-
-    old = signal.signal(signal.SIGALRM, timeout)
-    signal.alarm(30)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
-
-
-def make(tmp_path: Path, name: str = 't', store: str | None = None, **config) -> Eventor:
-    """An Eventor of thread tasks with its store and logs under tmp_path."""
-    cfg = {'task_construct': 'thread', 'LOGGING': {'logdir': str(tmp_path / 'logs'), 'console': False}}
-    cfg.update(config)
-    return Eventor(name=name, store=str(tmp_path / 'store.db') if store is None else store, config=cfg)
+@pytest.fixture
+def make(tmp_path: Path, flow_config):
+    """``make(name='t', store=None, **config)``: an Eventor of thread tasks with its store and logs under tmp_path."""
+    def make(name: str = 't', store: str | None = None, **config) -> Eventor:
+        return Eventor(name=name, store=str(tmp_path / 'store.db') if store is None else store,
+                       config=flow_config(**{'task_construct': 'thread', **config}))
+    return make
 
 
 def rows(tmp_path: Path, run_id: str, db: str = 'store.db') -> dict:
@@ -93,8 +80,8 @@ def fail(*_args, **_kwargs):
 # --------------------------------------------------------------------------------------------- conditions
 
 
-def test_and_condition_fires_only_when_all_its_events_fired(tmp_path):
-    ev = make(tmp_path)
+def test_and_condition_fires_only_when_all_its_events_fired(tmp_path, make):
+    ev = make()
     calls = Calls()
     go, a_ok, b_ok, b_bad = (ev.add_event(n) for n in ('go', 'a_ok', 'b_ok', 'b_bad'))
     both = ev.add_event('both', and_(a_ok, b_ok))
@@ -114,8 +101,8 @@ def test_and_condition_fires_only_when_all_its_events_fired(tmp_path):
 
 
 @pytest.mark.parametrize('order', ['never_first', 'never_last'])
-def test_or_condition_fires_although_an_operand_never_fires(tmp_path, order):
-    ev = make(tmp_path)
+def test_or_condition_fires_although_an_operand_never_fires(order, make):
+    ev = make()
     calls = Calls()
     go, a_ok, never = ev.add_event('go'), ev.add_event('a_ok'), ev.add_event('never')
     either = ev.add_event('either', or_(never, a_ok) if order == 'never_first' else or_(a_ok, 'never'))
@@ -128,8 +115,8 @@ def test_or_condition_fires_although_an_operand_never_fires(tmp_path, order):
     assert calls.names() == ['a', 'after']
 
 
-def test_event_fires_once_per_sequence_and_again_at_another_sequence(tmp_path):
-    ev = make(tmp_path)
+def test_event_fires_once_per_sequence_and_again_at_another_sequence(tmp_path, make):
+    ev = make()
     calls = Calls()
     go, a_ok, b_ok = ev.add_event('go'), ev.add_event('a_ok'), ev.add_event('b_ok')
     either = ev.add_event('either', or_(a_ok, b_ok))
@@ -154,8 +141,8 @@ def test_event_fires_once_per_sequence_and_again_at_another_sequence(tmp_path):
 
 
 @pytest.mark.parametrize('sequence', ['1.2', (1, 2)], ids=['string', 'tuple'])
-def test_trigger_event_at_a_sequence_runs_the_task_at_that_sequence(tmp_path, sequence):
-    ev = make(tmp_path)
+def test_trigger_event_at_a_sequence_runs_the_task_at_that_sequence(tmp_path, sequence, make):
+    ev = make()
     seen = []
     go = ev.add_event('go')
     ev.add_step('s', func=lambda seq: seen.append((seq, __import__('os').getenv('SEQUENT_STEP_SEQUENCE'))),
@@ -181,9 +168,9 @@ TRIGGER_CASES = {
 
 @pytest.mark.parametrize('outcome', ['succeeds', 'fails'])
 @pytest.mark.parametrize('case', list(TRIGGER_CASES))
-def test_status_trigger_fires_its_event_when_the_step_reaches_that_status(tmp_path, case, outcome):
+def test_status_trigger_fires_its_event_when_the_step_reaches_that_status(tmp_path, case, outcome, make):
     status, on_success, on_failure = TRIGGER_CASES[case]
-    ev = make(tmp_path, stop_on_exception=False)
+    ev = make(stop_on_exception=False)
     calls = Calls()
     go, hit = ev.add_event('go'), ev.add_event('hit')
     ev.add_step('s', func=calls.record if outcome == 'succeeds' else fail, args=('s',), triggers={status: (hit,)})
@@ -205,8 +192,8 @@ def test_status_trigger_fires_its_event_when_the_step_reaches_that_status(tmp_pa
     assert result is handled
 
 
-def test_assoc_to_an_event_fires_that_event_at_the_same_sequence(tmp_path):
-    ev = make(tmp_path)
+def test_assoc_to_an_event_fires_that_event_at_the_same_sequence(make):
+    ev = make()
     calls = Calls()
     go, relay, relay2 = ev.add_event('go'), ev.add_event('relay'), ev.add_event('relay2')
     ev.add_step('s', func=calls.record, args=('s',), config={'sequence_arg_name': 'seq'})
@@ -221,8 +208,8 @@ def test_assoc_to_an_event_fires_that_event_at_the_same_sequence(tmp_path):
 # --------------------------------------------------------------------------------------------- delay, latency
 
 
-def test_delay_starts_the_task_no_sooner_than_delay_after_the_event_and_records_it(tmp_path):
-    ev = make(tmp_path)
+def test_delay_starts_the_task_no_sooner_than_delay_after_the_event_and_records_it(tmp_path, make):
+    ev = make()
     go, a_ok = ev.add_event('go'), ev.add_event('a_ok')
     ev.add_step('a', func=None, triggers={STEP_SUCCESS: (a_ok,)})
     ev.add_step('b', func=None)
@@ -239,8 +226,8 @@ def test_delay_starts_the_task_no_sooner_than_delay_after_the_event_and_records_
     assert r[('a', '1')].ended <= delay_rows[0][3] <= r[('b', '1')].started - 0.4
 
 
-def test_dependent_starts_within_milliseconds_of_its_requirements_end_despite_sleep_between_loops(tmp_path):
-    ev = make(tmp_path, sleep_between_loops=5)
+def test_dependent_starts_within_milliseconds_of_its_requirements_end_despite_sleep_between_loops(tmp_path, make):
+    ev = make(sleep_between_loops=5)
     go = ev.add_event('go')
     names = [f's{i}' for i in range(6)]
     for i, name in enumerate(names):
@@ -263,23 +250,34 @@ PEAK_SCRIPT = r"""
 import json, sys, threading, time
 from sequent.eventor import Eventor
 
-lock = threading.Lock()
+TASKS = 12  # 3 steps x 4 sequences
+changed = threading.Condition()
 now = {'all': 0}
 peak = {'all': 0}
 done = {}
+deadline = []
 
 def work(name):
-    with lock:
+    with changed:
         for key in ('all', name):
             now[key] = now.get(key, 0) + 1
             peak[key] = max(peak.get(key, 0), now[key])
-    time.sleep(0.08)
-    with lock:
+        changed.notify_all()
+        # Rendezvous: stay until `expect` tasks run at once, or every task not ended yet is here (the last
+        # ones, fewer than `expect`); bounded, so that a run that never gets there still ends, with its peak.
+        if not deadline:
+            deadline.append(time.monotonic() + RENDEZVOUS)
+        changed.wait_for(lambda: now['all'] >= expect or now['all'] + sum(done.values()) == TASKS,
+                         timeout=max(0.0, deadline[0] - time.monotonic()))
+    time.sleep(0.08)  # then stay a little: a task started beyond the limit would be seen here
+    with changed:
         for key in ('all', name):
             now[key] -= 1
         done[name] = done.get(name, 0) + 1
+        changed.notify_all()
 
-flow_limit, step_limit, logdir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+flow_limit, step_limit, logdir, expect = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+RENDEZVOUS = float(sys.argv[5])
 ev = Eventor(name='t', store=':memory:', config={'task_construct': 'thread', 'max_concurrent': flow_limit,
                                                  'LOGGING': {'logdir': logdir, 'console': False}})
 go = ev.add_event('go')
@@ -293,11 +291,13 @@ print(json.dumps({'ok': ok, 'done': done, 'peak': peak}))
 """
 
 
-def run_peak(tmp_path, flow_limit: int, step_limit: int) -> dict:
-    """Run 3 steps x 4 sequences of 80 ms thread tasks in a child (a hang must fail, not hang)."""
+def run_peak(tmp_path, flow_limit: int, step_limit: int, expect: int) -> dict:
+    """Run 3 steps x 4 sequences of thread tasks in a child (a hang must fail, not hang); each task waits
+    (at most HANG_TIMEOUT / 2 s for them all) until ``expect`` tasks run at once, then runs 80 ms more."""
     try:
         proc = subprocess.run([sys.executable, '-c', PEAK_SCRIPT, str(flow_limit), str(step_limit),
-                               str(tmp_path / 'logs')], env={**os.environ, 'PYTHONPATH': str(REPO)},
+                               str(tmp_path / 'logs'), str(expect), str(HANG_TIMEOUT / 2)],
+                              env={**os.environ, 'PYTHONPATH': str(REPO)},
                               capture_output=True, text=True, timeout=HANG_TIMEOUT)
     except subprocess.TimeoutExpired:
         pytest.fail(f'the run did not end within {HANG_TIMEOUT} s (flow limit {flow_limit}, step limit {step_limit})')
@@ -306,21 +306,21 @@ def run_peak(tmp_path, flow_limit: int, step_limit: int) -> dict:
 
 
 def test_no_limit_runs_every_task_at_once(tmp_path):
-    got = run_peak(tmp_path, -1, -1)
+    got = run_peak(tmp_path, -1, -1, expect=12)
     assert got['ok'] is True
     assert got['done'] == {'a': 4, 'b': 4, 'c': 4}
     assert got['peak'] == {'all': 12, 'a': 4, 'b': 4, 'c': 4}
 
 
 def test_flow_max_concurrent_limits_tasks_running_at_once_across_steps(tmp_path):
-    got = run_peak(tmp_path, 2, -1)
+    got = run_peak(tmp_path, 2, -1, expect=2)
     assert got['ok'] is True
     assert got['done'] == {'a': 4, 'b': 4, 'c': 4}
     assert got['peak']['all'] == 2
 
 
 def test_step_max_concurrent_limits_tasks_of_that_step_only(tmp_path):
-    got = run_peak(tmp_path, -1, 2)
+    got = run_peak(tmp_path, -1, 2, expect=10)
     assert got['ok'] is True
     assert got['done'] == {'a': 4, 'b': 4, 'c': 4}
     assert got['peak'] == {'all': 10, 'a': 2, 'b': 4, 'c': 4}
@@ -329,9 +329,9 @@ def test_step_max_concurrent_limits_tasks_of_that_step_only(tmp_path):
 # --------------------------------------------------------------------------------------------- failures
 
 
-def _failure_program(tmp_path, handled: bool, **config) -> tuple[Eventor, Calls]:
+def _failure_program(make, handled: bool, **config) -> tuple[Eventor, Calls]:
     """bad fails at once while slow runs; after_slow needs slow; after_bad handles bad's failure."""
-    ev = make(tmp_path, **config)
+    ev = make(**config)
     calls = Calls()
     go, slow_ok, bad_failed = ev.add_event('go'), ev.add_event('slow_ok'), ev.add_event('bad_failed')
 
@@ -350,8 +350,8 @@ def _failure_program(tmp_path, handled: bool, **config) -> tuple[Eventor, Calls]
     return ev, calls
 
 
-def test_unhandled_failure_with_stop_on_exception_lets_running_tasks_finish_starts_nothing_and_fails(tmp_path):
-    ev, calls = _failure_program(tmp_path, handled=False, stop_on_exception=True)
+def test_unhandled_failure_with_stop_on_exception_lets_running_tasks_finish_starts_nothing_and_fails(tmp_path, make):
+    ev, calls = _failure_program(make, handled=False, stop_on_exception=True)
     assert ev.run() is False
     assert calls.names() == ['slow']  # slow was running: it finished; after_slow never started
     r = rows(tmp_path, ev.run_id)
@@ -361,14 +361,14 @@ def test_unhandled_failure_with_stop_on_exception_lets_running_tasks_finish_star
     assert 'Processing finished with: failure' in run_log(tmp_path, ev)
 
 
-def test_unhandled_failure_without_stop_on_exception_runs_everything_else_and_still_fails(tmp_path):
-    ev, calls = _failure_program(tmp_path, handled=False, stop_on_exception=False)
+def test_unhandled_failure_without_stop_on_exception_runs_everything_else_and_still_fails(make):
+    ev, calls = _failure_program(make, handled=False, stop_on_exception=False)
     assert ev.run() is False
     assert calls.names() == ['slow', 'after_slow']
 
 
-def test_step_stop_on_exception_overrides_the_flow_value_for_its_own_failure(tmp_path):
-    ev = make(tmp_path, stop_on_exception=True)
+def test_step_stop_on_exception_overrides_the_flow_value_for_its_own_failure(make):
+    ev = make(stop_on_exception=True)
     calls = Calls()
     go, slow_ok = ev.add_event('go'), ev.add_event('slow_ok')
     ev.add_step('bad', func=fail, config={'stop_on_exception': False})
@@ -381,8 +381,8 @@ def test_step_stop_on_exception_overrides_the_flow_value_for_its_own_failure(tmp
     assert calls.names() == ['after_slow']
 
 
-def test_handled_failure_lets_the_run_succeed(tmp_path):
-    ev, calls = _failure_program(tmp_path, handled=True)
+def test_handled_failure_lets_the_run_succeed(tmp_path, make):
+    ev, calls = _failure_program(make, handled=True)
     assert ev.run() is True
     assert sorted(calls.names()) == ['after_bad', 'after_slow', 'slow']
     assert rows(tmp_path, ev.run_id)[('bad', '1')].status == 'failure'
@@ -390,8 +390,8 @@ def test_handled_failure_lets_the_run_succeed(tmp_path):
 
 
 @pytest.mark.parametrize('max_loops', [0, 1])
-def test_max_loops_stops_early_returns_false_and_logs_incomplete(tmp_path, max_loops):
-    ev = make(tmp_path)
+def test_max_loops_stops_early_returns_false_and_logs_incomplete(tmp_path, max_loops, make):
+    ev = make()
     calls = Calls()
     go = ev.add_event('go')
     names = ['a', 'b', 'c', 'd']
@@ -412,8 +412,8 @@ def test_max_loops_stops_early_returns_false_and_logs_incomplete(tmp_path, max_l
 # --------------------------------------------------------------------------------------------- calling the step
 
 
-def test_sequence_arg_name_and_pass_logger_to_task_add_those_kwargs(tmp_path):
-    ev = make(tmp_path)
+def test_sequence_arg_name_and_pass_logger_to_task_add_those_kwargs(tmp_path, make):
+    ev = make()
     got = {}
 
     def step(x, seq, logger):
@@ -430,8 +430,8 @@ def test_sequence_arg_name_and_pass_logger_to_task_add_those_kwargs(tmp_path):
     assert 'logged through the passed logger' in (tmp_path / 'logs' / f't-{ev.run_id}.s_2.1.log').read_text()
 
 
-def test_steps_get_no_extra_kwargs_by_default(tmp_path):
-    ev = make(tmp_path)
+def test_steps_get_no_extra_kwargs_by_default(make):
+    ev = make()
     got = []
     go = ev.add_event('go')
     ev.add_step('s', func=lambda *a, **k: got.append((a, k)), args=(1,))
@@ -441,8 +441,8 @@ def test_steps_get_no_extra_kwargs_by_default(tmp_path):
     assert got == [((1,), {})]
 
 
-def test_invoke_construct_runs_the_function_in_the_coordinators_thread(tmp_path):
-    ev = make(tmp_path, task_construct='invoke')
+def test_invoke_construct_runs_the_function_in_the_coordinators_thread(tmp_path, make):
+    ev = make(task_construct='invoke')
     threads = []
     go = ev.add_event('go')
     ev.add_step('s', func=lambda: threads.append(threading.current_thread()))
@@ -453,8 +453,8 @@ def test_invoke_construct_runs_the_function_in_the_coordinators_thread(tmp_path)
     assert rows(tmp_path, ev.run_id)[('s', '1')].status == 'success'
 
 
-def _env_program(tmp_path, construct: str) -> tuple[Eventor, list]:
-    ev = make(tmp_path, task_construct=construct)
+def _env_program(make, construct: str) -> tuple[Eventor, list]:
+    ev = make(task_construct=construct)
     got = []
     go = ev.add_event('go')
     ev.add_step('s', func=lambda: got.append((os.getenv('SEQUENT_STEP_NAME'), os.getenv('SEQUENT_STEP_SEQUENCE'),
@@ -464,20 +464,20 @@ def _env_program(tmp_path, construct: str) -> tuple[Eventor, list]:
     return ev, got
 
 
-def test_thread_task_sees_its_variables_through_os_getenv(tmp_path):
-    ev, got = _env_program(tmp_path, 'thread')
+def test_thread_task_sees_its_variables_through_os_getenv(make):
+    ev, got = _env_program(make, 'thread')
     assert ev.run() is True
     assert got == [('s', '1.3', f't-{ev.run_id}.s_1.3')]
 
 
-def test_invoke_task_sees_its_variables_through_os_getenv(tmp_path):
-    ev, got = _env_program(tmp_path, 'invoke')
+def test_invoke_task_sees_its_variables_through_os_getenv(make):
+    ev, got = _env_program(make, 'invoke')
     assert ev.run() is True
     assert got == [('s', '1.3', f't-{ev.run_id}.s_1.3')]
 
 
-def test_thread_construct_runs_the_function_in_another_thread(tmp_path):
-    ev = make(tmp_path)
+def test_thread_construct_runs_the_function_in_another_thread(make):
+    ev = make()
     threads = []
     go = ev.add_event('go')
     ev.add_step('s', func=lambda: threads.append(threading.current_thread()))
@@ -487,8 +487,8 @@ def test_thread_construct_runs_the_function_in_another_thread(tmp_path):
     assert len(threads) == 1 and threads[0] is not threading.current_thread()
 
 
-def test_return_value_is_stored_as_its_repr(tmp_path):
-    ev = make(tmp_path)
+def test_return_value_is_stored_as_its_repr(tmp_path, make):
+    ev = make()
     go = ev.add_event('go')
     ev.add_step('s', func=lambda: {'answer': 42})
     ev.add_assoc(go, 's')
@@ -523,8 +523,8 @@ def _unknown_initial(ev):
 @pytest.mark.parametrize('mistake', [_unknown_in_condition, _unknown_assoc_event, _unknown_assoc_target,
                                      _unknown_trigger, _unknown_initial],
                          ids=['condition', 'assoc-event', 'assoc-target', 'trigger', 'initial'])
-def test_unknown_event_is_refused_at_run_naming_it_and_nothing_runs(tmp_path, mistake):
-    ev = make(tmp_path)
+def test_unknown_event_is_refused_at_run_naming_it_and_nothing_runs(tmp_path, mistake, make):
+    ev = make()
     calls = Calls()
     go = ev.add_event('go')
     ev.add_step('s', func=calls.record, args=('s',))
@@ -546,44 +546,47 @@ def test_unknown_event_is_refused_at_run_naming_it_and_nothing_runs(tmp_path, mi
     (lambda ev: ev.trigger_event(ev.add_event('go'), '1.x'), '1.x'),
     (lambda ev: ev.trigger_event(ev.add_event('go'), 'one'), 'one'),
 ], ids=['duplicate-step', 'non-callable', 'negative-delay', 'bad-construct', 'bad-sequence', 'bad-sequence-word'])
-def test_bad_program_is_refused_while_building(tmp_path, mistake, match):
-    ev = make(tmp_path)
+def test_bad_program_is_refused_while_building(mistake, match, make):
+    ev = make()
     with pytest.raises(EventorError, match=match):
         mistake(ev)
 
 
-def test_unknown_task_construct_in_flow_config_is_refused(tmp_path):
+def test_unknown_task_construct_in_flow_config_is_refused(make):
     with pytest.raises(ConfigError, match='task_construct'):
-        make(tmp_path, task_construct='fiber')
+        make(task_construct='fiber')
 
 
 # --------------------------------------------------------------------------------------------- runs and store
 
 
-def _one_step(tmp_path, calls, **kwargs) -> Eventor:
-    cfg = {'task_construct': 'thread', 'LOGGING': {'logdir': str(tmp_path / 'logs'), 'console': False}}
-    kwargs.setdefault('store', str(tmp_path / 'store.db'))
-    ev = Eventor(name='t', config=cfg, **kwargs)
-    go = ev.add_event('go')
-    ev.add_step('s', func=calls.record, args=('s',))
-    ev.add_assoc(go, 's')
-    ev.trigger_event(go)
-    return ev
+@pytest.fixture
+def one_step(tmp_path, flow_config):
+    """``one_step(calls, **eventor_kwargs)``: an Eventor whose one step records into ``calls``."""
+    def one_step(calls, **kwargs) -> Eventor:
+        kwargs.setdefault('store', str(tmp_path / 'store.db'))
+        ev = Eventor(name='t', config=flow_config(task_construct='thread'), **kwargs)
+        go = ev.add_event('go')
+        ev.add_step('s', func=calls.record, args=('s',))
+        ev.add_assoc(go, 's')
+        ev.trigger_event(go)
+        return ev
+    return one_step
 
 
-def test_run_id_given_twice_in_restart_is_refused_and_runs_nothing(tmp_path):
+def test_run_id_given_twice_in_restart_is_refused_and_runs_nothing(tmp_path, one_step):
     calls = Calls()
-    assert _one_step(tmp_path, calls, run_id='r-1').run() is True
-    again = _one_step(tmp_path, calls, run_id='r-1')
+    assert one_step(calls, run_id='r-1').run() is True
+    again = one_step(calls, run_id='r-1')
     with pytest.raises(EventorError, match="'r-1' already exists"):
         again.run()
     assert calls.names() == ['s']
     assert query(tmp_path / 'store.db', 'SELECT run_id, status FROM sequent_runs') == [('r-1', 'success')]
 
 
-def test_every_restart_keeps_earlier_runs_and_their_tasks(tmp_path):
+def test_every_restart_keeps_earlier_runs_and_their_tasks(tmp_path, one_step):
     calls = Calls()
-    first, second = _one_step(tmp_path, calls), _one_step(tmp_path, calls)
+    first, second = one_step(calls), one_step(calls)
     assert first.run() is True
     assert second.run() is True
     assert first.run_id != second.run_id
@@ -594,53 +597,53 @@ def test_every_restart_keeps_earlier_runs_and_their_tasks(tmp_path):
     assert calls.names() == ['s', 's']
 
 
-def test_run_id_generated_is_unique_and_sorts_by_start_time(tmp_path):
+def test_run_id_generated_is_unique_and_sorts_by_start_time(one_step):
     calls = Calls()
     ids = []
     for _ in range(3):
-        ev = _one_step(tmp_path, calls)
+        ev = one_step(calls)
         ev.run()
         ids.append(ev.run_id)
     assert len(set(ids)) == 3
     assert ids == sorted(ids)
 
 
-def test_store_records_its_schema_version(tmp_path):
+def test_store_records_its_schema_version(tmp_path, one_step):
     calls = Calls()
-    _one_step(tmp_path, calls).run()
+    one_step(calls).run()
     assert query(tmp_path / 'store.db', "SELECT value FROM sequent_schema WHERE key = 'version'") == [
         (str(SCHEMA_VERSION),)]
 
 
-def test_store_of_a_newer_schema_version_is_refused_clearly(tmp_path):
+def test_store_of_a_newer_schema_version_is_refused_clearly(tmp_path, one_step):
     calls = Calls()
     Store(resolve_store(str(tmp_path / 'store.db'), {}, '')).open().close()
     newer = SCHEMA_VERSION + 1
     with sqlite3.connect(str(tmp_path / 'store.db')) as conn:
         conn.execute("UPDATE sequent_schema SET value = ? WHERE key = 'version'", (str(newer),))
     with pytest.raises(EventorError, match=f'newer.*schema version {newer}'):
-        _one_step(tmp_path, calls).run()
+        one_step(calls).run()
     assert calls.calls == []
     assert query(tmp_path / 'store.db', 'SELECT count(*) FROM sequent_runs') == [(0,)]
 
 
-def test_memory_store_runs_a_flow(tmp_path):
+def test_memory_store_runs_a_flow(tmp_path, one_step):
     calls = Calls()
-    ev = _one_step(tmp_path, calls, store=':memory:')
+    ev = one_step(calls, store=':memory:')
     assert ev.run() is True
     assert calls.names() == ['s']
     assert not list(tmp_path.glob('*.db'))
 
 
-def test_file_store_is_in_wal_mode(tmp_path):
+def test_file_store_is_in_wal_mode(tmp_path, one_step):
     calls = Calls()
-    assert _one_step(tmp_path, calls).run() is True
+    assert one_step(calls).run() is True
     assert query(tmp_path / 'store.db', 'PRAGMA journal_mode') == [('wal',)]
 
 
-def test_task_rows_record_status_times_host_and_pid(tmp_path):
+def test_task_rows_record_status_times_host_and_pid(tmp_path, one_step):
     calls = Calls()
-    ev = _one_step(tmp_path, calls)
+    ev = one_step(calls)
     assert ev.run() is True
     row = rows(tmp_path, ev.run_id)[('s', '1')]
     assert (row.status, row.recovery, row.pid, row.error) == ('success', 0, os.getpid(), None)
@@ -652,8 +655,8 @@ def test_task_rows_record_status_times_host_and_pid(tmp_path):
     assert attempt == [(0, 'restart', 'success')]
 
 
-def test_a_dependent_sees_its_requirements_outcome_already_committed_in_the_store(tmp_path):
-    ev = make(tmp_path)
+def test_a_dependent_sees_its_requirements_outcome_already_committed_in_the_store(tmp_path, make):
+    ev = make()
     seen = []
 
     def look():
@@ -670,8 +673,8 @@ def test_a_dependent_sees_its_requirements_outcome_already_committed_in_the_stor
     assert seen == [('a', 'success'), ('b', 'active')]
 
 
-def test_unhandled_failure_cancels_pending_delays_and_ends_without_waiting_for_them(tmp_path):
-    ev = make(tmp_path)
+def test_unhandled_failure_cancels_pending_delays_and_ends_without_waiting_for_them(make):
+    ev = make()
     calls = Calls()
     go = ev.add_event('go')
     ev.add_step('bad', func=lambda: (time.sleep(0.05), fail()))
@@ -689,8 +692,9 @@ def test_unhandled_failure_cancels_pending_delays_and_ends_without_waiting_for_t
 
 
 def _container(ev: Eventor, calls: Calls, name: str, repeats, fail_at: str | None = None, sleep: float = 0.0,
-               handle_failure: bool = False) -> None:
-    """Container ``name`` whose iterations run ``<name>_k`` then ``<name>_k2``; success fires ``<name>_ok``."""
+               handle_failure: bool = False, meet=None) -> None:
+    """Container ``name`` whose iterations run ``<name>_k`` then ``<name>_k2``; success fires ``<name>_ok``.
+    ``meet(seq)``, when given, is called by ``<name>_k`` first (a rendezvous with another task)."""
     start, k_ok = ev.add_event(f'{name}_it', scope=name), ev.add_event(f'{name}_k_ok', scope=name)
     triggers = {STEP_SUCCESS: (ev.add_event(f'{name}_ok'),)}
     if handle_failure:
@@ -698,6 +702,8 @@ def _container(ev: Eventor, calls: Calls, name: str, repeats, fail_at: str | Non
     ev.add_container(name, repeats=repeats, starts=(start,), triggers=triggers)
 
     def k(seq):
+        if meet is not None:
+            meet(seq)
         time.sleep(sleep)
         if seq == fail_at:
             raise RuntimeError(f'{name} fails at {seq}')
@@ -710,8 +716,8 @@ def _container(ev: Eventor, calls: Calls, name: str, repeats, fail_at: str | Non
     ev.add_assoc(k_ok, f'{name}_k2')
 
 
-def test_container_runs_its_iterations_one_after_another_at_S_k_then_succeeds(tmp_path):
-    ev = make(tmp_path)
+def test_container_runs_its_iterations_one_after_another_at_S_k_then_succeeds(tmp_path, make):
+    ev = make()
     calls = Calls()
     go = ev.add_event('go')
     _container(ev, calls, 'c', [10, 20, 30])
@@ -731,8 +737,8 @@ def test_container_runs_its_iterations_one_after_another_at_S_k_then_succeeds(tm
 
 @pytest.mark.parametrize('repeats, iterations', [([], 0), (None, 0), ([1, None, 2], 1), (lambda: iter(range(2)), 2)],
                          ids=['empty', 'none', 'none-item-ends', 'callable'])
-def test_container_repeats_decide_the_number_of_iterations(tmp_path, repeats, iterations):
-    ev = make(tmp_path)
+def test_container_repeats_decide_the_number_of_iterations(tmp_path, repeats, iterations, make):
+    ev = make()
     calls = Calls()
     go = ev.add_event('go')
     _container(ev, calls, 'c', repeats)
@@ -747,8 +753,8 @@ def test_container_repeats_decide_the_number_of_iterations(tmp_path, repeats, it
 
 
 @pytest.mark.parametrize('handled', [True, False])
-def test_unhandled_failure_inside_a_container_ends_it_as_failed_and_fires_its_failure(tmp_path, handled):
-    ev = make(tmp_path)
+def test_unhandled_failure_inside_a_container_ends_it_as_failed_and_fires_its_failure(tmp_path, handled, make):
+    ev = make()
     calls = Calls()
     go = ev.add_event('go')
     _container(ev, calls, 'c', [1, 2, 3], fail_at='1.2', handle_failure=handled)
@@ -766,12 +772,18 @@ def test_unhandled_failure_inside_a_container_ends_it_as_failed_and_fires_its_fa
     assert ('c_k', '1.3') not in r
 
 
-def test_sibling_containers_running_at_once_each_finish_all_their_iterations(tmp_path):
-    ev = make(tmp_path)
+def test_sibling_containers_running_at_once_each_finish_all_their_iterations(tmp_path, make):
+    ev = make()
     calls = Calls()
     go = ev.add_event('go')
-    _container(ev, calls, 'c1', [1, 2, 3], sleep=0.02)
-    _container(ev, calls, 'c2', [1, 2], sleep=0.03)
+    both = threading.Barrier(2, timeout=WAIT)  # broken (c1_k or c2_k fails) unless the two run at once
+
+    def meet(seq):
+        if seq == '1.1':
+            both.wait()
+
+    _container(ev, calls, 'c1', [1, 2, 3], meet=meet)
+    _container(ev, calls, 'c2', [1, 2], meet=meet)
     ev.add_event('both_ok', ('c1_ok', 'c2_ok'))
     ev.add_step('after', func=calls.record, args=('after',))
     ev.add_assoc(go, 'c1', 'c2')

@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 300  # the quick run takes about a minute; a hang is caught by the script's own deadlines
 
 
+@pytest.mark.timeout_seconds(TIMEOUT + 120)  # the script's own deadlines come first, then its SIGTERM
 def test_fault_injection_quick_run_finds_nothing(tmp_path):
     out = tmp_path / "faults.json"
     proc = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "faults.py"), "--quick", "--json", str(out)],

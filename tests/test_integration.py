@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-from guard import alarm
 
 import sequent as seq
 from sequent.eventor.dburl import resolve_store
@@ -27,23 +26,18 @@ from sequent.eventor.store import Store
 REPO = Path(__file__).resolve().parents[1]
 HOST = socket.gethostname()
 CONSTRUCTS = ['process', 'thread']
-GUARD_SECONDS = 30
-
-
-@pytest.fixture(autouse=True)
-def no_hang():
-    """Turn a hung run into a failing test."""
-    with alarm(GUARD_SECONDS):
-        yield
 
 
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def make_flow(tmp_path: Path, construct: str, name: str = 'flow', **config) -> seq.Sequent:
-    cfg = {'task_construct': construct, 'LOGGING': {'logdir': str(tmp_path / 'logs'), 'console': False}}
-    cfg.update(config)
-    return seq.Sequent(name=name, store=str(tmp_path / 'store.db'), config=cfg)
+@pytest.fixture
+def make_flow(tmp_path: Path, flow_config):
+    """``make_flow(construct, name='flow', **config)``: a flow with its store and logs under tmp_path."""
+    def make_flow(construct: str, name: str = 'flow', **config) -> seq.Sequent:
+        return seq.Sequent(name=name, store=str(tmp_path / 'store.db'),
+                           config=flow_config(**{'task_construct': construct, **config}))
+    return make_flow
 
 
 def task_rows(tmp_path: Path, run_id: str) -> dict:
@@ -104,10 +98,10 @@ def succeed() -> None:
 
 
 @pytest.mark.parametrize('construct', CONSTRUCTS)
-def test_each_task_sees_its_name_sequence_recovery_and_logger_name_in_the_environment(tmp_path, construct):
+def test_each_task_sees_its_name_sequence_recovery_and_logger_name_in_the_environment(tmp_path, construct, make_flow):
     out = tmp_path / 'out'
     out.mkdir()
-    flow = make_flow(tmp_path, construct, name='envflow')
+    flow = make_flow(construct, name='envflow')
     c = flow.add_step('c', repeats=[1, 2])
     c.add_step('k', func=record_env, args=(str(out),))
     flow.add_step('r', func=record_env, args=(str(out),))
@@ -126,8 +120,8 @@ def test_each_task_sees_its_name_sequence_recovery_and_logger_name_in_the_enviro
             assert env['pid'] == os.getpid()
 
 
-def test_concurrent_thread_tasks_each_see_their_own_variables(tmp_path):
-    flow = make_flow(tmp_path, 'thread')
+def test_concurrent_thread_tasks_each_see_their_own_variables(make_flow):
+    flow = make_flow('thread')
     names = ['a', 'b', 'c', 'd']
     barrier = threading.Barrier(len(names), timeout=10)
     seen = {}
@@ -154,15 +148,15 @@ def step_name_seen_by_a_shell() -> str:
     return out
 
 
-def _shell_env_test(tmp_path, construct):
-    flow = make_flow(tmp_path, construct)
+def _shell_env_test(tmp_path, make_flow, construct):
+    flow = make_flow(construct)
     flow.add_step('wrapper', func=step_name_seen_by_a_shell)
     assert flow.run() is True
     assert task_rows(tmp_path, flow.run_id)[('wrapper', '1')].result == "'wrapper'"
 
 
-def test_process_task_passes_its_variables_to_commands_it_runs(tmp_path):
-    _shell_env_test(tmp_path, 'process')
+def test_process_task_passes_its_variables_to_commands_it_runs(tmp_path, make_flow):
+    _shell_env_test(tmp_path, make_flow, 'process')
 
 
 def step_name_seen_by_a_shell_given_the_environment() -> str:
@@ -174,17 +168,17 @@ def step_name_seen_by_a_shell_given_the_environment() -> str:
     return out
 
 
-def test_thread_task_passes_its_variables_to_commands_given_os_environ_copy(tmp_path):
-    flow = make_flow(tmp_path, 'thread')
+def test_thread_task_passes_its_variables_to_commands_given_os_environ_copy(tmp_path, make_flow):
+    flow = make_flow('thread')
     flow.add_step('wrapper', func=step_name_seen_by_a_shell_given_the_environment)
     assert flow.run() is True
     assert task_rows(tmp_path, flow.run_id)[('wrapper', '1')].result == "'wrapper'"
 
 
 @pytest.mark.parametrize('outcome', ['success', 'failure'])
-def test_thread_run_restores_the_real_os_environ(tmp_path, outcome):
+def test_thread_run_restores_the_real_os_environ(outcome, make_flow):
     before = os.environ
-    flow = make_flow(tmp_path, 'thread')
+    flow = make_flow('thread')
     flow.add_step('s', func=succeed if outcome == 'success' else raise_in_user_function,
                   args=() if outcome == 'success' else ('no',))
     assert flow.run() is (outcome == 'success')
@@ -206,8 +200,9 @@ LINE = re.compile(r'^\[ \d{4}-\d\d-\d\d,\d\d:\d\d:\d\d\.\d{6} \]\[ INFO    \]\[ 
 
 
 @pytest.mark.parametrize('construct', CONSTRUCTS)
-def test_task_logger_lines_go_to_the_run_log_and_the_tasks_own_log_in_the_original_format(tmp_path, construct):
-    flow = make_flow(tmp_path, construct)
+def test_task_logger_lines_go_to_the_run_log_and_the_tasks_own_log_in_the_original_format(
+        tmp_path, construct, make_flow):
+    flow = make_flow(construct)
     flow.add_step('s1', func=log_through_env_logger, args=('hello from s1 via SEQUENT_LOGGER_NAME',))
     assert flow.run() is True
     for text in (run_log(tmp_path, flow), task_log(tmp_path, flow, 's1', '1').read_text()):
@@ -219,8 +214,8 @@ def test_task_logger_lines_go_to_the_run_log_and_the_tasks_own_log_in_the_origin
 
 
 @pytest.mark.parametrize('construct', CONSTRUCTS)
-def test_tasks_that_log_nothing_leave_no_task_log_and_no_per_prefix_copies(tmp_path, construct):
-    flow = make_flow(tmp_path, construct)
+def test_tasks_that_log_nothing_leave_no_task_log_and_no_per_prefix_copies(tmp_path, construct, make_flow):
+    flow = make_flow(construct)
     a = flow.add_step('a', func=log_through_env_logger, args=('a speaks',))
     flow.add_step('b', func=succeed, requires=((a, seq.STEP_SUCCESS),))
     assert flow.run() is True
@@ -230,8 +225,8 @@ def test_tasks_that_log_nothing_leave_no_task_log_and_no_per_prefix_copies(tmp_p
 
 @pytest.mark.parametrize('construct', CONSTRUCTS)
 @pytest.mark.parametrize('outcome', ['success', 'failure'])
-def test_run_log_ends_with_the_outcome(tmp_path, construct, outcome):
-    flow = make_flow(tmp_path, construct)
+def test_run_log_ends_with_the_outcome(tmp_path, construct, outcome, make_flow):
+    flow = make_flow(construct)
     s1 = flow.add_step('s1', func=succeed)
     flow.add_step('s2', func=succeed if outcome == 'success' else raise_in_user_function,
                   args=() if outcome == 'success' else ('nope',), requires=((s1, seq.STEP_SUCCESS),))
@@ -246,8 +241,8 @@ def test_run_log_ends_with_the_outcome(tmp_path, construct, outcome):
 
 
 @pytest.mark.parametrize('construct', CONSTRUCTS)
-def test_step_exception_is_stored_with_its_traceback_and_logged(tmp_path, construct):
-    flow = make_flow(tmp_path, construct)
+def test_step_exception_is_stored_with_its_traceback_and_logged(tmp_path, construct, make_flow):
+    flow = make_flow(construct)
     bad = flow.add_step('bad', func=raise_in_user_function, args=('kaput 42',))
     flow.add_step('after', func=succeed, requires=((bad, seq.STEP_SUCCESS),))
     assert flow.run() is False
@@ -286,9 +281,9 @@ DEATHS = {
 
 
 @pytest.mark.parametrize('death', list(DEATHS))
-def test_process_task_that_dies_without_returning_is_a_failure_naming_how_it_died(tmp_path, death):
+def test_process_task_that_dies_without_returning_is_a_failure_naming_how_it_died(tmp_path, death, make_flow):
     func, pattern = DEATHS[death]
-    flow = make_flow(tmp_path, 'process')
+    flow = make_flow('process')
     dead = flow.add_step('dead', func=func)
     flow.add_step('after', func=succeed, requires=((dead, seq.STEP_SUCCESS),))
     started = time.monotonic()
@@ -305,11 +300,11 @@ def test_process_task_that_dies_without_returning_is_a_failure_naming_how_it_die
 
 
 @pytest.mark.parametrize('death', list(DEATHS))
-def test_process_task_death_is_handled_like_a_failure_when_a_sibling_requires_it(tmp_path, death):
+def test_process_task_death_is_handled_like_a_failure_when_a_sibling_requires_it(tmp_path, death, make_flow):
     out = tmp_path / 'out'
     out.mkdir()
     func, _ = DEATHS[death]
-    flow = make_flow(tmp_path, 'process')
+    flow = make_flow('process')
     dead = flow.add_step('dead', func=func)
     flow.add_step('cleanup', func=record_env, args=(str(out),), requires=((dead, seq.STEP_FAILURE),))
     assert flow.run() is True
@@ -317,8 +312,8 @@ def test_process_task_death_is_handled_like_a_failure_when_a_sibling_requires_it
 
 
 @pytest.mark.parametrize('outcome', ['success', 'failure'])
-def test_no_child_process_remains_after_a_process_run(tmp_path, outcome):
-    flow = make_flow(tmp_path, 'process')
+def test_no_child_process_remains_after_a_process_run(tmp_path, outcome, make_flow):
+    flow = make_flow('process')
     for i in range(3):
         flow.add_step(f's{i}', func=succeed if outcome == 'success' or i else raise_in_user_function,
                       args=() if outcome == 'success' or i else ('x',))
@@ -337,8 +332,8 @@ def print_unflushed(text: str) -> None:
 
 
 @pytest.mark.parametrize('construct', CONSTRUCTS)
-def test_task_stdout_appears_on_the_callers_stdout(tmp_path, construct, capfd):
-    flow = make_flow(tmp_path, construct)
+def test_task_stdout_appears_on_the_callers_stdout(construct, capfd, make_flow):
+    flow = make_flow(construct)
     flow.add_step('talk', func=print_unflushed, args=(f'printed by a {construct} task',))
     capfd.readouterr()
     assert flow.run() is True
@@ -346,7 +341,7 @@ def test_task_stdout_appears_on_the_callers_stdout(tmp_path, construct, capfd):
     assert out.count(f'printed by a {construct} task') == 1
 
 
-def test_lambda_and_closure_steps_run_in_process_mode(tmp_path):
+def test_lambda_and_closure_steps_run_in_process_mode(tmp_path, make_flow):
     out = tmp_path / 'out'
     out.mkdir()
     secret = 'captured by the closure'
@@ -354,7 +349,7 @@ def test_lambda_and_closure_steps_run_in_process_mode(tmp_path):
     def closure():
         (out / 'closure').write_text(f'{secret} {os.getpid()}')
 
-    flow = make_flow(tmp_path, 'process')
+    flow = make_flow('process')
     lam = flow.add_step('lam', func=lambda: (out / 'lambda').write_text(str(os.getpid())))
     flow.add_step('clo', func=closure, requires=((lam, seq.STEP_SUCCESS),))
     assert flow.run() is True

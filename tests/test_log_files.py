@@ -79,10 +79,9 @@ def in_child(body):
 
 # ------------------------------------------------------------------ rotation with process tasks
 
-def test_process_tasks_lose_no_line_when_the_run_log_rotates_by_size(tmp_path):
+def test_process_tasks_lose_no_line_when_the_run_log_rotates_by_size(tmp_path, flow_config):
     logdir = tmp_path / 'logs'
-    config = {'max_concurrent': 6, 'LOGGING': {'logdir': str(logdir), 'console': False,
-                                               'maxBytes': 1000, 'backupCount': 5000}}
+    config = flow_config(max_concurrent=6, LOGGING={'maxBytes': 1000, 'backupCount': 5000})
     steps = {f's{n}': (chatty, {'tag': f's{n}', 'lines': 200}) for n in range(18)}
     run_flow('rot', config, steps, run_id='r1')
     files = glob.glob(str(logdir / 'rot-r1.log*'))
@@ -465,10 +464,9 @@ def test_existing_folder_and_files_keep_their_modes(tmp_path, umask0):
     assert read(logdir / 'old.log').startswith('before\n') and 'after' in read(logdir / 'old.log')
 
 
-def test_process_task_files_are_private_too(tmp_path, umask0):
+def test_process_task_files_are_private_too(tmp_path, umask0, flow_config):
     logdir = tmp_path / 'logs'
-    run_flow('procmode', {'LOGGING': {'logdir': str(logdir), 'console': False, 'maxBytes': 400,
-                                      'backupCount': 100}},
+    run_flow('procmode', flow_config(LOGGING={'maxBytes': 400, 'backupCount': 100}),
              {'s1': (chatty, {'tag': 's1', 'lines': 20})}, run_id='r1')
     files = os.listdir(logdir)
     assert 'procmode-r1.s1_1.log' in files and 'procmode-r1.log.1' in files

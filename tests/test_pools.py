@@ -4,8 +4,8 @@ Thread tasks unless a test says otherwise.  Step functions record their own star
 (``time.time()`` to compare with the store, ``time.monotonic()`` to compare with each other);
 what the coordinator granted is read back from the store table ``sequent_holdings``.
 
-Every test runs under a SIGALRM guard, so a run that spins instead of ending fails the test
-instead of hanging the suite.
+Every test runs under the SIGALRM guard of tests/conftest.py (``no_hang``), so a run that spins
+instead of ending fails the test instead of hanging the suite; ``within`` bounds one run tighter.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import time
 from collections import defaultdict
 
 import pytest
-from guard import alarm
+from guard import alarm, restart
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,8 +27,8 @@ from sequent.eventor.dburl import resolve_store
 from sequent.eventor.store import Store, holdings
 
 S, F = seq.STEP_SUCCESS, seq.STEP_FAILURE
-GUARD = 30  # seconds any test may take before SIGALRM fails it
 DEADLOCK_WITHIN = 8  # seconds a deadlocked run may take to end with its error
+WAIT = 5  # seconds a task waits for another one (a rendezvous); only reached on a bug
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -42,18 +42,16 @@ def within(seconds):
     return alarm(seconds, "the run", Hung)
 
 
-@pytest.fixture(autouse=True)
-def no_hang():
-    with within(GUARD):
-        yield
-
-
-def make_flow(tmp, construct='thread', name='t', **kw):
-    """A flow with a SQLite file store in ``tmp`` (so holdings can be read afterwards)."""
-    cfg = {'task_construct': construct, 'LOGGING': {'logdir': os.path.join(str(tmp), 'logs'), 'console': False,
-                                                     'logging_level': 40}}
-    cfg.update(kw.pop('config', {}))
-    return seq.Sequent(name=name, store=kw.pop('store', db(tmp)), config=cfg, **kw)
+@pytest.fixture
+def make_flow(tmp_path, flow_config):
+    """``make_flow(construct='thread', name='t', store=db(tmp_path), config={}, **sequent_kwargs)``: a flow
+    with a SQLite file store (so holdings can be read afterwards), logging errors only under tmp_path."""
+    def make_flow(construct='thread', name='t', store=None, config=None, **kw):
+        config = dict(config or {})
+        logging = {'logging_level': 40, **config.pop('LOGGING', {})}
+        cfg = flow_config(task_construct=construct, LOGGING=logging, **config)
+        return seq.Sequent(name=name, store=db(tmp_path) if store is None else store, config=cfg, **kw)
+    return make_flow
 
 
 def db(tmp):
@@ -147,6 +145,29 @@ def pool_levels(rows):
     return {name: peak(intervals) for name, intervals in by_pool.items()}
 
 
+def setting(event, func):
+    """``func``, then ``event`` set: a task that another one waits for (``hook=lambda: event.wait(WAIT)``)."""
+    def run(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        finally:
+            event.set()
+    return run
+
+
+def until_failed(path, step):
+    """A hook: wait (at most WAIT s) until the store at ``path`` shows ``step`` failed in this task's run, that is
+    until the coordinator has handled that failure."""
+    def wait():
+        run_id, deadline = os.environ['SEQUENT_RUN_ID'], time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            row = read_tasks(path, run_id).get((step, '1'))
+            if row is not None and row.status == 'failure':
+                return
+            time.sleep(0.01)
+    return wait
+
+
 def disjoint(a, b):
     return a['mend'] <= b['mstart'] or b['mend'] <= a['mstart']
 
@@ -190,10 +211,10 @@ def test_bad_pool_definitions_raise(kwargs):
 
 # ---------------------------------------------------------------------------- explicit behaviour
 
-def test_two_steps_on_a_limit_one_pool_run_one_after_the_other(tmp_path):
+def test_two_steps_on_a_limit_one_pool_run_one_after_the_other(tmp_path, make_flow):
     rec = Rec()
     p = pool('P', 1)
-    flow = make_flow(tmp_path)
+    flow = make_flow()
     flow.add_step('a', func=rec.step('a', 0.1), acquires=[(p, 1)])
     flow.add_step('b', func=rec.step('b', 0.1), acquires=[(p, 1)])
     assert flow.run() is True
@@ -204,7 +225,7 @@ def test_two_steps_on_a_limit_one_pool_run_one_after_the_other(tmp_path):
     assert pool_levels(rows) == {'P': 1}
 
 
-def test_seed_load_and_container_acquiring_two_works(tmp_path):
+def test_seed_load_and_container_acquiring_two_works(tmp_path, make_flow):
     """The seed's case: .load() plus acquires=[(rp1, 2)] on a repeated container (upstream hung)."""
     class Resources1(seq.Resource):
         pass
@@ -215,7 +236,7 @@ def test_seed_load_and_container_acquiring_two_works(tmp_path):
     rp1 = seq.ResourcePool('RP1', resource_cls=Resources1, policy={'resource_limit': 2, }).load()
     rp2 = seq.ResourcePool('RP2', resource_cls=Resources2, policy={'resource_limit': 2, }).load()
     rec = Rec()
-    flow = make_flow(tmp_path, config={'sleep_between_loops': 0.05})
+    flow = make_flow(config={'sleep_between_loops': 0.05})
     s1 = flow.add_step('s1', repeats=[1, 2], acquires=[(rp1, 2), ])
     s11 = s1.add_step('s11', func=rec.step('s11', 0.01), acquires=[(rp2, 1)])
     s1.add_step('s12', func=rec.step('s12', 0.01), requires=((s11, S),), acquires=[(rp2, 2)])
@@ -231,11 +252,11 @@ def test_seed_load_and_container_acquiring_two_works(tmp_path):
     assert pool_levels(rows) == {'RP1': 2, 'RP2': 2}
 
 
-def test_container_holds_its_pool_from_start_to_end(tmp_path):
+def test_container_holds_its_pool_from_start_to_end(tmp_path, make_flow):
     """A sibling needing the pool waits until the container's last child ended."""
     rec = Rec()
     p = pool('P', 1)
-    flow = make_flow(tmp_path)
+    flow = make_flow()
     c = flow.add_step('c', repeats=[1, 2], acquires=[(p, 1)])
     x = c.add_step('x', func=rec.step('x', 0.05))
     c.add_step('y', func=rec.step('y', 0.05), requires=((x, S),))
@@ -251,17 +272,17 @@ def test_container_holds_its_pool_from_start_to_end(tmp_path):
     assert rows['z']['acquired'] >= rows['c']['released']
 
 
-def test_container_holding_part_lets_its_children_use_the_rest(tmp_path):
+def test_container_holding_part_lets_its_children_use_the_rest(tmp_path, make_flow):
     rec = Rec()
     p = pool('P', 3)
-    flow = make_flow(tmp_path)
+    flow = make_flow()
     c = flow.add_step('c', acquires=[(p, 1)])
     c.add_step('x', func=rec.step('x', 0.01), acquires=[(p, 2)])
     assert flow.run() is True
     assert pool_levels(read_holdings(db(tmp_path), flow.run_id)) == {'P': 3}
 
 
-def test_waiting_tasks_are_recorded_as_allocate(tmp_path):
+def test_waiting_tasks_are_recorded_as_allocate(tmp_path, make_flow):
     path = db(tmp_path)
     seen = {}
 
@@ -274,7 +295,7 @@ def test_waiting_tasks_are_recorded_as_allocate(tmp_path):
 
     rec = Rec()
     p = pool('P', 1)
-    flow = make_flow(tmp_path)
+    flow = make_flow()
     flow.add_step('a', func=rec.step('a', 0.02, hook=look), acquires=[(p, 1)])
     flow.add_step('b', func=rec.step('b'), acquires=[(p, 1)])
     assert flow.run() is True
@@ -283,15 +304,16 @@ def test_waiting_tasks_are_recorded_as_allocate(tmp_path):
                                                                                ('b', '1'): 'success'}
 
 
-def test_a_task_takes_all_its_pools_at_once_or_none(tmp_path):
+def test_a_task_takes_all_its_pools_at_once_or_none(tmp_path, make_flow):
     """x needs A and B; it takes B only together with A, once a gave A back (no hold and wait)."""
     rec = Rec()
     pa, pb = pool('A', 1), pool('B', 1)
-    flow = make_flow(tmp_path)
-    flow.add_step('a', func=rec.step('a', 0.3), acquires=[(pa, 1)])
+    flow = make_flow()
+    free_ended = threading.Event()  # a holds A until then: free ends first unless held back
+    flow.add_step('a', func=rec.step('a', 0.3, hook=lambda: free_ended.wait(WAIT)), acquires=[(pa, 1)])
     flow.add_step('x', func=rec.step('x', 0.01), acquires=[(pa, 1), (pb, 1)])
     flow.add_step('b', func=rec.step('b', 0.05), acquires=[(pb, 1)])  # arrives after x: FIFO on B
-    flow.add_step('free', func=rec.step('free', 0.01))
+    flow.add_step('free', func=setting(free_ended, rec.step('free', 0.01)))
     assert flow.run() is True
     rows = read_holdings(db(tmp_path), flow.run_id)
     x = [r for r in rows if r['step'] == 'x']
@@ -304,10 +326,10 @@ def test_a_task_takes_all_its_pools_at_once_or_none(tmp_path):
     assert rec.one('free')['mend'] <= rec.one('a')['mend']  # a step without pools is not held back
 
 
-def test_releases_none_gives_back_what_was_acquired(tmp_path):
+def test_releases_none_gives_back_what_was_acquired(tmp_path, make_flow):
     rec = Rec()
     p = pool('P', 2)
-    flow = make_flow(tmp_path)
+    flow = make_flow()
     a = flow.add_step('a', func=rec.step('a'), acquires=[(p, 2)], releases=None)
     flow.add_step('b', func=rec.step('b'), acquires=[(p, 2)], requires=((a, S),))
     assert flow.run() is True
@@ -315,10 +337,10 @@ def test_releases_none_gives_back_what_was_acquired(tmp_path):
     assert rows['a']['released_count'] == 2 and rows['a']['released'] is not None
 
 
-def test_partial_release_keeps_the_rest_taken(tmp_path):
+def test_partial_release_keeps_the_rest_taken(tmp_path, make_flow):
     rec = Rec()
     p = pool('P', 2)
-    flow = make_flow(tmp_path)
+    flow = make_flow()
     a = flow.add_step('a', func=rec.step('a'), acquires=[(p, 2)], releases=[(p, 1)])
     flow.add_step('b', func=rec.step('b'), acquires=[(p, 1)], requires=((a, S),))
     assert flow.run() is True
@@ -329,10 +351,10 @@ def test_partial_release_keeps_the_rest_taken(tmp_path):
     assert pool_levels(list(rows.values())) == {'P': 2}
 
 
-def test_partial_release_then_a_request_for_all_is_a_deadlock(tmp_path):
+def test_partial_release_then_a_request_for_all_is_a_deadlock(make_flow):
     rec = Rec()
     p = pool('PART', 2)
-    flow = make_flow(tmp_path)
+    flow = make_flow()
     a = flow.add_step('a', func=rec.step('a'), acquires=[(p, 2)], releases=[(p, 1)])
     flow.add_step('b', func=rec.step('b'), acquires=[(p, 2)], requires=((a, S),))
     message = run_expect_deadlock(flow)
@@ -340,10 +362,10 @@ def test_partial_release_then_a_request_for_all_is_a_deadlock(tmp_path):
     assert [i['step'] for i in rec.items] == ['a']
 
 
-def test_releases_empty_keeps_the_pool_taken_and_a_later_request_is_a_deadlock(tmp_path):
+def test_releases_empty_keeps_the_pool_taken_and_a_later_request_is_a_deadlock(tmp_path, make_flow):
     rec = Rec()
     p = pool('KEPT', 1)
-    flow = make_flow(tmp_path)
+    flow = make_flow()
     a = flow.add_step('a', func=rec.step('a'), acquires=[(p, 1)], releases=[])
     flow.add_step('later', func=rec.step('later'), acquires=[(p, 1)], requires=((a, S),))
     flow.add_step('slow', func=rec.step('slow', 0.3))  # still running when 'later' starts waiting
@@ -355,19 +377,19 @@ def test_releases_empty_keeps_the_pool_taken_and_a_later_request_is_a_deadlock(t
     assert read_tasks(db(tmp_path), flow.run_id)[('later', '1')].status == 'allocate'
 
 
-def test_releases_empty_without_later_request_succeeds(tmp_path):
+def test_releases_empty_without_later_request_succeeds(make_flow):
     rec = Rec()
     p = pool('P', 1)
-    flow = make_flow(tmp_path)
+    flow = make_flow()
     flow.add_step('a', func=rec.step('a'), acquires=[(p, 1)], releases=[])
     flow.add_step('b', func=rec.step('b'))
     assert flow.run() is True
 
 
-def test_container_holding_all_of_a_pool_while_its_child_needs_one_is_a_deadlock(tmp_path):
+def test_container_holding_all_of_a_pool_while_its_child_needs_one_is_a_deadlock(make_flow):
     rec = Rec()
     p = pool('HELD', 2)
-    flow = make_flow(tmp_path)
+    flow = make_flow()
     c = flow.add_step('cont', acquires=[(p, 2)])
     c.add_step('child', func=rec.step('child'), acquires=[(p, 1)])
     message = run_expect_deadlock(flow)
@@ -375,11 +397,11 @@ def test_container_holding_all_of_a_pool_while_its_child_needs_one_is_a_deadlock
     assert rec.items == []
 
 
-def test_no_starvation_a_big_request_is_served_before_later_small_ones(tmp_path):
+def test_no_starvation_a_big_request_is_served_before_later_small_ones(tmp_path, make_flow):
     """big (2 of 2) queues behind a running small one; smalls arriving later must not overtake it."""
     rec = Rec()
     p = pool('P', 2)
-    flow = make_flow(tmp_path)
+    flow = make_flow()
     flow.add_step('small1', func=rec.step('small1', 0.4), acquires=[(p, 1)])
     flow.add_step('big', delay=0.1, func=rec.step('big', 0.1), acquires=[(p, 2)])
     flow.add_step('small2', delay=0.2, func=rec.step('small2', 0.05), acquires=[(p, 1)])
@@ -393,21 +415,22 @@ def test_no_starvation_a_big_request_is_served_before_later_small_ones(tmp_path)
     assert pool_levels(list(rows.values())) == {'P': 2}
 
 
-def test_waiting_on_one_pool_does_not_hold_back_other_pools(tmp_path):
+def test_waiting_on_one_pool_does_not_hold_back_other_pools(make_flow):
     rec = Rec()
     p, q = pool('P', 1), pool('Q', 1)
-    flow = make_flow(tmp_path)
-    flow.add_step('holder', func=rec.step('holder', 0.3), acquires=[(p, 1)])
+    flow = make_flow()
+    other_ended = threading.Event()  # holder keeps P until then: other ends first unless held back
+    flow.add_step('holder', func=rec.step('holder', hook=lambda: other_ended.wait(WAIT)), acquires=[(p, 1)])
     flow.add_step('waiter', func=rec.step('waiter'), acquires=[(p, 1)])
-    flow.add_step('other', delay=0.05, func=rec.step('other'), acquires=[(q, 1)])
+    flow.add_step('other', delay=0.05, func=setting(other_ended, rec.step('other')), acquires=[(q, 1)])
     assert flow.run() is True
     assert rec.one('other')['mend'] <= rec.one('holder')['mend']
 
 
-def test_a_failed_step_gives_its_pool_back(tmp_path):
+def test_a_failed_step_gives_its_pool_back(tmp_path, make_flow):
     rec = Rec()
     p = pool('P', 1)
-    flow = make_flow(tmp_path, config={'stop_on_exception': False})
+    flow = make_flow(config={'stop_on_exception': False})
     a = flow.add_step('a', func=rec.step('a', fail=True), acquires=[(p, 1)])
     flow.add_step('b', func=rec.step('b'), acquires=[(p, 1)], requires=((a, F),))
     assert flow.run() is True  # the failure is handled by b
@@ -416,10 +439,10 @@ def test_a_failed_step_gives_its_pool_back(tmp_path):
     assert rec.one('b')['mstart'] >= rec.one('a')['mend']
 
 
-def test_a_failed_container_gives_its_pool_back(tmp_path):
+def test_a_failed_container_gives_its_pool_back(tmp_path, make_flow):
     rec = Rec()
     p = pool('P', 1)
-    flow = make_flow(tmp_path, config={'stop_on_exception': False})
+    flow = make_flow(config={'stop_on_exception': False})
     c = flow.add_step('c', acquires=[(p, 1)])
     c.add_step('x', func=rec.step('x', fail=True))
     flow.add_step('z', func=rec.step('z'), acquires=[(p, 1)], requires=((c, F),))
@@ -428,12 +451,13 @@ def test_a_failed_container_gives_its_pool_back(tmp_path):
     assert rows['c']['released_count'] == 1 and rows['z']['acquired'] >= rows['c']['released']
 
 
-def test_a_stopping_run_drops_waiting_tasks_without_a_deadlock_error(tmp_path):
+def test_a_stopping_run_drops_waiting_tasks_without_a_deadlock_error(tmp_path, make_flow):
     """stop_on_exception: the waiter never starts, the holder finishes, run() is False (no raise)."""
     rec = Rec()
     p = pool('P', 1)
-    flow = make_flow(tmp_path)
-    flow.add_step('holder', func=rec.step('holder', 0.2), acquires=[(p, 1)])
+    flow = make_flow()
+    # the holder keeps P until the coordinator has handled bad's failure: the run is stopping by then
+    flow.add_step('holder', func=rec.step('holder', hook=until_failed(db(tmp_path), 'bad')), acquires=[(p, 1)])
     flow.add_step('waiter', func=rec.step('waiter'), acquires=[(p, 1)])
     flow.add_step('bad', func=rec.step('bad', fail=True))
     with within(DEADLOCK_WITHIN):
@@ -442,19 +466,19 @@ def test_a_stopping_run_drops_waiting_tasks_without_a_deadlock_error(tmp_path):
     assert [r['step'] for r in read_holdings(db(tmp_path), flow.run_id)] == ['holder']
 
 
-def test_steps_without_acquires_have_no_holdings(tmp_path):
-    flow = make_flow(tmp_path)
+def test_steps_without_acquires_have_no_holdings(tmp_path, make_flow):
+    flow = make_flow()
     flow.add_step('a', func=time.time, acquires=[])
     flow.add_step('b', func=time.time)
     assert flow.run() is True
     assert read_holdings(db(tmp_path), flow.run_id) == []
 
 
-def test_unlimited_pools_never_hold_anyone_back(tmp_path):
+def test_unlimited_pools_never_hold_anyone_back(make_flow):
     barrier = threading.Barrier(4, timeout=5)
     rec = Rec()
     unl, missing = pool('U', -1), seq.ResourcePool('M')
-    flow = make_flow(tmp_path)
+    flow = make_flow()
     for i in range(4):
         flow.add_step(f's{i}', func=rec.step(f's{i}', hook=barrier.wait), acquires=[(unl, 50), (missing, 1000)])
     assert flow.run() is True  # the barrier breaks unless all four run at once
@@ -463,11 +487,11 @@ def test_unlimited_pools_never_hold_anyone_back(tmp_path):
 
 # ---------------------------------------------------------------------------- max_concurrent
 
-def test_flow_max_concurrent_and_pools_combine(tmp_path):
+def test_flow_max_concurrent_and_pools_combine(tmp_path, make_flow):
     rec = Rec()
     p = pool('P', 3)
     q = pool('Q', 1)
-    flow = make_flow(tmp_path, config={'max_concurrent': 2})
+    flow = make_flow(config={'max_concurrent': 2})
     for i in range(6):
         flow.add_step(f'p{i}', func=rec.step(f'p{i}', 0.03), acquires=[(p, 1)])
     for i in range(3):
@@ -481,11 +505,10 @@ def test_flow_max_concurrent_and_pools_combine(tmp_path):
     assert all(v <= {'P': 3, 'Q': 1}[k] for k, v in pool_levels(read_holdings(db(tmp_path), flow.run_id)).items())
 
 
-def test_step_max_concurrent_and_pools_combine_in_the_engine(tmp_path):
+def test_step_max_concurrent_and_pools_combine_in_the_engine(tmp_path, flow_config):
     """Engine level (a step runs at several sequences at once only there)."""
     rec = Rec()
-    ev = Eventor(name='t', store=db(tmp_path), config={
-        'task_construct': 'thread', 'LOGGING': {'logdir': str(tmp_path / 'logs'), 'console': False}})
+    ev = Eventor(name='t', store=db(tmp_path), config=flow_config(task_construct='thread'))
     ev.add_resource_pool('P', 3)
     go = ev.add_event('go')
     ev.add_step('a', func=rec.step('a', 0.05), acquires=[('P', 1)], config={'max_concurrent': 1})
@@ -514,10 +537,10 @@ def _proc_work(path, label):
         fh.write(f'{label} {t0!r} {t1!r}\n')
 
 
-def test_process_tasks_share_a_pool_in_the_coordinator(tmp_path):
+def test_process_tasks_share_a_pool_in_the_coordinator(tmp_path, make_flow):
     out = str(tmp_path / 'times.txt')
     p = pool('P', 1)
-    flow = make_flow(tmp_path, construct='process')
+    flow = make_flow(construct='process')
     for name in ('a', 'b', 'c'):
         flow.add_step(name, func=_proc_work, args=(out, name), acquires=[(p, 1)])
     assert flow.run() is True
@@ -532,10 +555,10 @@ def test_process_tasks_share_a_pool_in_the_coordinator(tmp_path):
         assert r['acquired'] <= spans[r['step']][0] and spans[r['step']][1] <= r['released']
 
 
-def test_process_mode_deadlock_ends_with_an_error(tmp_path):
+def test_process_mode_deadlock_ends_with_an_error(tmp_path, make_flow):
     out = str(tmp_path / 'times.txt')
     p = pool('PROC', 1)
-    flow = make_flow(tmp_path, construct='process')
+    flow = make_flow(construct='process')
     a = flow.add_step('a', func=_proc_work, args=(out, 'a'), acquires=[(p, 1)], releases=[])
     flow.add_step('b', func=_proc_work, args=(out, 'b'), acquires=[(p, 1)], requires=((a, S),))
     message = run_expect_deadlock(flow)
@@ -544,7 +567,7 @@ def test_process_mode_deadlock_ends_with_an_error(tmp_path):
 
 # ---------------------------------------------------------------------------- recovery
 
-def test_recovery_skipped_tasks_acquire_nothing(tmp_path):
+def test_recovery_skipped_tasks_acquire_nothing(tmp_path, make_flow):
     path = db(tmp_path)
     flag = tmp_path / 'second-time'
     rec = Rec()
@@ -556,7 +579,7 @@ def test_recovery_skipped_tasks_acquire_nothing(tmp_path):
 
     def build(**kw):
         p, q = pool('P', 1), pool('Q', 1)
-        flow = make_flow(tmp_path, **kw)
+        flow = make_flow(**kw)
         a = flow.add_step('a', func=rec.step('a'), acquires=[(p, 1)])
         c = flow.add_step('c', acquires=[(q, 1)], requires=((a, S),))
         c.add_step('x', func=rec.step('x'), acquires=[(p, 1)])
@@ -581,28 +604,28 @@ def test_recovery_skipped_tasks_acquire_nothing(tmp_path):
 
 # ---------------------------------------------------------------------------- errors
 
-def test_request_larger_than_capacity_raises_at_add_step(tmp_path):
-    flow = make_flow(tmp_path)
+def test_request_larger_than_capacity_raises_at_add_step(make_flow):
+    flow = make_flow()
     with pytest.raises(seq.SequentError, match=r"'big'.*'P'|'P'.*'big'"):
         flow.add_step('big', func=time.time, acquires=[(pool('P', 2), 3)])
 
 
-def test_request_larger_than_capacity_on_a_container_raises(tmp_path):
-    flow = make_flow(tmp_path)
+def test_request_larger_than_capacity_on_a_container_raises(make_flow):
+    flow = make_flow()
     with pytest.raises(seq.SequentError, match='P'):
         flow.add_step('cont', acquires=[(pool('P', 1), 2)])
 
 
-def test_pool_named_twice_in_one_request_summing_over_capacity_raises_by_run(tmp_path):
-    flow = make_flow(tmp_path)
+def test_pool_named_twice_in_one_request_summing_over_capacity_raises_by_run(make_flow):
+    flow = make_flow()
     p = pool('P', 3)
     with pytest.raises(seq.SequentError, match='P'):
         flow.add_step('twice', func=time.time, acquires=[(p, 2), (p, 2)])
         flow.run()
 
 
-def test_pool_named_twice_in_one_request_summing_over_capacity_raises_at_add_step(tmp_path):
-    flow = make_flow(tmp_path)
+def test_pool_named_twice_in_one_request_summing_over_capacity_raises_at_add_step(make_flow):
+    flow = make_flow()
     p = pool('P', 3)
     with pytest.raises(seq.SequentError, match='P'):
         flow.add_step('twice', func=time.time, acquires=[(p, 2), (p, 2)])
@@ -613,8 +636,8 @@ def test_pool_named_twice_in_one_request_summing_over_capacity_raises_at_add_ste
     [(object(), 1)],
     [(seq.Resource, 1)],
 ])
-def test_something_that_is_not_a_pool_raises_naming_the_step(tmp_path, amounts):
-    flow = make_flow(tmp_path)
+def test_something_that_is_not_a_pool_raises_naming_the_step(amounts, make_flow):
+    flow = make_flow()
     with pytest.raises(seq.SequentError, match='notapool'):
         flow.add_step('notapool', func=time.time, acquires=amounts)
     with pytest.raises(seq.SequentError, match='notapool2'):
@@ -624,14 +647,14 @@ def test_something_that_is_not_a_pool_raises_naming_the_step(tmp_path, amounts):
 @pytest.mark.parametrize('amounts', [
     'P', [pool()], [(pool(), 0)], [(pool(), -1)], [(pool(), True)], [(pool(), '1')], [(pool(), 1, 1)],
 ])
-def test_malformed_acquires_raise_naming_the_step(tmp_path, amounts):
-    flow = make_flow(tmp_path)
+def test_malformed_acquires_raise_naming_the_step(amounts, make_flow):
+    flow = make_flow()
     with pytest.raises(seq.SequentError, match='badamounts'):
         flow.add_step('badamounts', func=time.time, acquires=amounts)
 
 
-def test_releasing_more_than_acquired_raises(tmp_path):
-    flow = make_flow(tmp_path)
+def test_releasing_more_than_acquired_raises(make_flow):
+    flow = make_flow()
     p, q = pool('P', 3), pool('Q', 3)
     with pytest.raises(seq.SequentError, match='more'):
         flow.add_step('more', func=time.time, acquires=[(p, 1)], releases=[(p, 2)])
@@ -641,32 +664,32 @@ def test_releasing_more_than_acquired_raises(tmp_path):
         flow.add_step('cont', acquires=[(p, 1)], releases=[(p, 3)])
 
 
-def test_releasing_more_than_acquired_in_pieces_raises_by_run(tmp_path):
-    flow = make_flow(tmp_path)
+def test_releasing_more_than_acquired_in_pieces_raises_by_run(make_flow):
+    flow = make_flow()
     p = pool('P', 3)
     with pytest.raises(seq.SequentError, match='pieces'):
         flow.add_step('pieces', func=time.time, acquires=[(p, 1)], releases=[(p, 1), (p, 1)])
         flow.run()
 
 
-def test_two_pools_with_the_same_name_and_different_limits_raise(tmp_path):
-    flow = make_flow(tmp_path)
+def test_two_pools_with_the_same_name_and_different_limits_raise(make_flow):
+    flow = make_flow()
     flow.add_step('a', func=time.time, acquires=[(pool('SAME', 1), 1)])
     flow.add_step('b', func=time.time, acquires=[(pool('SAME', 2), 1)])
     with pytest.raises(seq.SequentError, match='SAME'):
         flow.run()
 
 
-def test_two_pools_with_the_same_name_and_the_same_limit_raise(tmp_path):
-    flow = make_flow(tmp_path)
+def test_two_pools_with_the_same_name_and_the_same_limit_raise(make_flow):
+    flow = make_flow()
     flow.add_step('a', func=time.time, acquires=[(pool('SAME', 1), 1)])
     flow.add_step('b', func=time.time, acquires=[(pool('SAME', 1), 1)])
     with pytest.raises(seq.SequentError, match='SAME'):
         flow.run()
 
 
-def test_the_same_pool_object_used_by_many_steps_is_fine(tmp_path):
-    flow = make_flow(tmp_path)
+def test_the_same_pool_object_used_by_many_steps_is_fine(make_flow):
+    flow = make_flow()
     p = pool('ONE', 1)
     c = flow.add_step('c', acquires=[(p, 1)], releases=[(p, 1)])
     c.add_step('x', func=time.time)
@@ -674,10 +697,10 @@ def test_the_same_pool_object_used_by_many_steps_is_fine(tmp_path):
     assert flow.run() is True
 
 
-def test_container_child_is_not_blocked_behind_a_sibling_waiting_for_the_containers_pool(tmp_path):
+def test_container_child_is_not_blocked_behind_a_sibling_waiting_for_the_containers_pool(make_flow):
     rec = Rec()
     p = pool('P', 2)
-    flow = make_flow(tmp_path)
+    flow = make_flow()
     c = flow.add_step('c', acquires=[(p, 1)])
     c.add_step('x', func=rec.step('x'), acquires=[(p, 1)])
     flow.add_step('big', func=rec.step('big'), acquires=[(p, 2)])
@@ -728,11 +751,13 @@ def plans(draw):
     return {'limits': limits, 'items': items, 'max_concurrent': max_concurrent}
 
 
-def build_plan(plan, tmp, rec):
-    """The flow of a plan; returns it, what each task acquires, and the container tasks."""
+def build_plan(make_flow, plan, tmp, rec):
+    """The flow of a plan, with its store and logs in ``tmp``; returns it, what each task acquires, and the
+    container tasks."""
     pools = [pool(f'RP{i}', limit) for i, limit in enumerate(plan['limits'])]
     config = {} if plan['max_concurrent'] is None else {'max_concurrent': plan['max_concurrent']}
-    flow = make_flow(tmp, config=config)
+    config['LOGGING'] = {'logdir': os.path.join(tmp, 'logs')}
+    flow = make_flow(store=db(tmp), config=config)
     expected = {}  # (step, sequence) -> {pool: count} of every task, processing or container
     containers = set()
 
@@ -760,12 +785,14 @@ def build_plan(plan, tmp, rec):
     return flow, expected, containers
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@settings(max_examples=min(100, settings.default.max_examples), deadline=None,
+          suppress_health_check=list(HealthCheck), database=None)
 @given(plan=plans())
-def test_random_flows_with_pools_finish_within_capacity(plan):
-    tmp = tempfile.mkdtemp(prefix='pools-')
+def test_random_flows_with_pools_finish_within_capacity(tmp_path, make_flow, plan):
+    restart()  # the hang guard bounds each example, not all of them
+    tmp = tempfile.mkdtemp(prefix='example-', dir=tmp_path)  # a store and logs of its own for each example
     rec = Rec()
-    flow, expected, containers = build_plan(plan, tmp, rec)
+    flow, expected, containers = build_plan(make_flow, plan, tmp, rec)
     with within(20):
         assert flow.run() is True
     # every processing step ran once per sequence it should have

@@ -26,6 +26,7 @@ import threading
 import time
 
 import pytest
+from guard import restart
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
@@ -33,10 +34,18 @@ import sequent
 from refmodel import (COMPLETE, container_failed, FAILURE, SUCCESS, Node, child_path, frames_of, iterations,
                       occurrences_within, possible_sequences, requires_hold, simulate, stopped_frames)
 
+
+def examples(variable: str, full: int) -> int:
+    """A property test's example count: ``$variable`` when set, else ``full`` capped by the Hypothesis
+    profile's max_examples (tests/conftest.py: ``ci`` runs ``full``, the default ``dev`` fewer)."""
+    value = os.environ.get(variable)
+    return int(value) if value else min(full, settings.default.max_examples)
+
+
 MAX_DEPTH = 3  # root children are at depth 1; a node at depth 3 is a processing step
-# SEQUENT_PROP_EXAMPLES=5000 searches harder (the default keeps the file well under a minute)
-THREAD_EXAMPLES = int(os.environ.get("SEQUENT_PROP_EXAMPLES", "1000"))
-PROCESS_EXAMPLES = int(os.environ.get("SEQUENT_PROP_PROCESS_EXAMPLES", "15"))
+# SEQUENT_PROP_EXAMPLES=5000 searches harder (the full counts keep the file well under a minute)
+THREAD_EXAMPLES = examples("SEQUENT_PROP_EXAMPLES", 1000)
+PROCESS_EXAMPLES = examples("SEQUENT_PROP_PROCESS_EXAMPLES", 15)
 STATUS = {SUCCESS: sequent.STEP_SUCCESS, FAILURE: sequent.STEP_FAILURE, COMPLETE: sequent.STEP_COMPLETE}
 NAMES = "abcd"  # no '_' in names, so flattened paths never collide
 
@@ -297,6 +306,7 @@ def _label(flow: list[Node], stopped: set) -> None:
 @given(flows())
 def test_thread_runs_match_model(logdir, flow_and_stop):
     """Properties 1-6 (see check_execution and check_order) with task_construct 'thread'."""
+    restart()  # the hang guard bounds each example, not all of them
     flow, flow_stop = flow_and_stop
     note(flow_code(flow, flow_stop))
     records, result = run_threads(flow, flow_stop, logdir)
@@ -310,6 +320,7 @@ def test_thread_runs_match_model(logdir, flow_and_stop):
 @given(flows())
 def test_process_runs_match_model(logdir, flow_and_stop):
     """Properties 1-4 (the executed set and run()'s result) with task_construct 'process'."""
+    restart()  # the hang guard bounds each example, not all of them
     flow, flow_stop = flow_and_stop
     note(flow_code(flow, flow_stop, "process"))
     records, result = run_processes(flow, flow_stop, logdir)

@@ -11,13 +11,11 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from guard import alarm
 
 import sequent as seq
 from sequent.eventor.logs import HOST
@@ -25,14 +23,6 @@ from sequent.eventor.logs import HOST
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 OK = seq.STEP_SUCCESS
-GUARD_SECONDS = 30
-
-
-@pytest.fixture(autouse=True)
-def no_hang():
-    """Turn a hung run into a failing test."""
-    with alarm(GUARD_SECONDS):
-        yield
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -91,15 +81,15 @@ def store_of(tmp_path: Path) -> str:
     return str(tmp_path / 'r.run.db')
 
 
-def config(tmp_path: Path, construct: str = 'thread') -> dict:
-    return {'task_construct': construct, 'LOGGING': {'logdir': str(tmp_path / 'logs'), 'console': False}}
-
-
-def new_flow(tmp_path: Path, name: str = 'flow', construct: str = 'thread', recover: bool = False,
-             **kwargs) -> seq.Sequent:
-    mode = seq.RUN_RECOVER if recover else seq.RUN_RESTART
-    return seq.Sequent(name=name, store=store_of(tmp_path), config=config(tmp_path, construct), run_mode=mode,
-                       **kwargs)
+@pytest.fixture
+def new_flow(tmp_path: Path, flow_config):
+    """``new_flow(name='flow', construct='thread', recover=False, **sequent_kwargs)``: a flow whose store is
+    ``store_of(tmp_path)``, a fresh run or (``recover``) a recovery."""
+    def new_flow(name: str = 'flow', construct: str = 'thread', recover: bool = False, **kwargs) -> seq.Sequent:
+        mode = seq.RUN_RECOVER if recover else seq.RUN_RESTART
+        return seq.Sequent(name=name, store=store_of(tmp_path), config=flow_config(task_construct=construct),
+                           run_mode=mode, **kwargs)
+    return new_flow
 
 
 def chain(flow, rec, names, fail=(), recovery=None):
@@ -138,18 +128,22 @@ def prog(flow, rec, progname, step_to_fail=None, iteration_to_fail=''):
     return progname
 
 
-def seed_flow(tmp_path, construct, rec, run_mode=seq.RUN_RESTART, run_id=None, step_to_fail=None,
-              iteration_to_fail=''):
-    myflow = seq.Sequent(name='seed_recovery.py', store=store_of(tmp_path), run_mode=run_mode, run_id=run_id,
-                         config=dict(config(tmp_path, construct), sleep_between_loops=0.05))
-    common = {'flow': myflow, 'rec': rec, 'step_to_fail': step_to_fail, 'iteration_to_fail': iteration_to_fail}
-    s1 = myflow.add_step('s1', repeats=[1, 2])
-    s11 = s1.add_step('s11', repeats=[1, 2, ])
-    s111 = s11.add_step('s111', func=prog, kwargs=dict(common, progname='prog1'))
-    s11.add_step('s112', func=prog, kwargs=dict(common, progname='prog2'), requires=((s111, seq.STEP_SUCCESS),))
-    s1.add_step('s12', func=prog, kwargs=dict(common, progname='prog3'), requires=((s11, seq.STEP_SUCCESS),))
-    myflow.add_step('s2', func=prog, kwargs=dict(common, progname='prog4'), requires=((s1, seq.STEP_SUCCESS),))
-    return myflow
+@pytest.fixture
+def seed_flow(tmp_path, flow_config):
+    """``seed_flow(construct, rec, run_mode=RUN_RESTART, run_id=None, step_to_fail=None, iteration_to_fail='')``:
+    the seed's example flow, its store ``store_of(tmp_path)``."""
+    def seed_flow(construct, rec, run_mode=seq.RUN_RESTART, run_id=None, step_to_fail=None, iteration_to_fail=''):
+        myflow = seq.Sequent(name='seed_recovery.py', store=store_of(tmp_path), run_mode=run_mode, run_id=run_id,
+                             config=flow_config(task_construct=construct, sleep_between_loops=0.05))
+        common = {'flow': myflow, 'rec': rec, 'step_to_fail': step_to_fail, 'iteration_to_fail': iteration_to_fail}
+        s1 = myflow.add_step('s1', repeats=[1, 2])
+        s11 = s1.add_step('s11', repeats=[1, 2, ])
+        s111 = s11.add_step('s111', func=prog, kwargs=dict(common, progname='prog1'))
+        s11.add_step('s112', func=prog, kwargs=dict(common, progname='prog2'), requires=((s111, seq.STEP_SUCCESS),))
+        s1.add_step('s12', func=prog, kwargs=dict(common, progname='prog3'), requires=((s11, seq.STEP_SUCCESS),))
+        myflow.add_step('s2', func=prog, kwargs=dict(common, progname='prog4'), requires=((s1, seq.STEP_SUCCESS),))
+        return myflow
+    return seed_flow
 
 
 SEED_FIRST = [
@@ -167,19 +161,20 @@ SEED_CONTAINERS = {'s1', 's1_s11'}
 
 
 @pytest.mark.parametrize('construct', ['thread', 'process'])
-def test_seed_example_recovery_runs_only_what_had_not_succeeded_and_a_third_run_skips_everything(tmp_path, construct):
+def test_seed_example_recovery_runs_only_what_had_not_succeeded_and_a_third_run_skips_everything(
+        tmp_path, construct, seed_flow):
     rec = recorder(tmp_path, construct)
-    first = seed_flow(tmp_path, construct, rec, step_to_fail='s1_s11_s111', iteration_to_fail='1.2.2')
+    first = seed_flow(construct, rec, step_to_fail='s1_s11_s111', iteration_to_fail='1.2.2')
     assert first.run() is False
     assert rec.take() == SEED_FIRST
     run_id = first.run_id
 
-    second = seed_flow(tmp_path, construct, rec, run_mode=seq.RUN_RECOVER, run_id=run_id)
+    second = seed_flow(construct, rec, run_mode=seq.RUN_RECOVER, run_id=run_id)
     assert second.run() is True
     assert rec.take() == SEED_SECOND
     assert second.run_id == run_id
 
-    third = seed_flow(tmp_path, construct, rec, run_mode=seq.RUN_RECOVER, run_id=run_id)
+    third = seed_flow(construct, rec, run_mode=seq.RUN_RECOVER, run_id=run_id)
     assert third.run() is True
     assert rec.take() == []
     attempt2 = seq.run_tasks(store_of(tmp_path), run_id, recovery=2)
@@ -194,11 +189,11 @@ def test_seed_example_recovery_runs_only_what_had_not_succeeded_and_a_third_run_
 
 # --------------------------------------------------------------------------------------------- 2. recovery maps
 
-def test_success_rerun_map_reruns_a_succeeded_step_while_its_default_sibling_is_skipped(tmp_path):
+def test_success_rerun_map_reruns_a_succeeded_step_while_its_default_sibling_is_skipped(tmp_path, new_flow):
     rec = Recorder()
 
     def build(recover=False, run_id=None, fail=()):
-        flow = new_flow(tmp_path, recover=recover, run_id=run_id)
+        flow = new_flow(recover=recover, run_id=run_id)
         a = flow.add_step('a', func=work, kwargs={'rec': rec}, recovery={seq.STEP_SUCCESS: seq.STEP_RERUN})
         b = flow.add_step('b', func=work, kwargs={'rec': rec})
         flow.add_step('z', func=work, kwargs={'rec': rec, 'fail': fail}, requires=((a, OK), (b, OK)))
@@ -213,11 +208,11 @@ def test_success_rerun_map_reruns_a_succeeded_step_while_its_default_sibling_is_
     assert (tasks[('a', '1')].skipped, tasks[('b', '1')].skipped) == (False, True)
 
 
-def test_failure_skip_map_records_a_failed_step_as_skipped_success_and_its_success_dependents_run(tmp_path):
+def test_failure_skip_map_records_a_failed_step_as_skipped_success_and_its_success_dependents_run(tmp_path, new_flow):
     rec = Recorder()
 
     def build(recover=False, run_id=None):
-        flow = new_flow(tmp_path, recover=recover, run_id=run_id)
+        flow = new_flow(recover=recover, run_id=run_id)
         # 'a' fails whenever it runs: the recovery passes only if it is not run again
         a = flow.add_step('a', func=work, kwargs={'rec': rec, 'fail': ('a/1',)},
                           recovery={seq.STEP_FAILURE: seq.STEP_SKIP})
@@ -233,11 +228,11 @@ def test_failure_skip_map_records_a_failed_step_as_skipped_success_and_its_succe
     assert (a.status, a.skipped) == ('success', True)
 
 
-def test_complete_rerun_map_reruns_a_step_whether_it_succeeded_or_failed(tmp_path):
+def test_complete_rerun_map_reruns_a_step_whether_it_succeeded_or_failed(new_flow):
     rec = Recorder()
 
     def build(recover=False, run_id=None):
-        flow = new_flow(tmp_path, recover=recover, run_id=run_id)
+        flow = new_flow(recover=recover, run_id=run_id)
         rerun = {seq.STEP_COMPLETE: seq.STEP_RERUN}
         a = flow.add_step('a', func=work, kwargs={'rec': rec}, recovery=rerun)
         b = flow.add_step('b', func=work, kwargs={'rec': rec, 'fail': ('b/1@0',)}, recovery=rerun)
@@ -252,11 +247,11 @@ def test_complete_rerun_map_reruns_a_step_whether_it_succeeded_or_failed(tmp_pat
     assert sorted(rec.take()) == ['a/1 1', 'b/1 1', 'z/1 1']
 
 
-def test_complete_skip_map_skips_success_and_failure_unless_failure_is_given_explicitly(tmp_path):
+def test_complete_skip_map_skips_success_and_failure_unless_failure_is_given_explicitly(new_flow):
     rec = Recorder()
 
     def build(recover=False, run_id=None):
-        flow = new_flow(tmp_path, recover=recover, run_id=run_id)
+        flow = new_flow(recover=recover, run_id=run_id)
         skip_all = {seq.STEP_COMPLETE: seq.STEP_SKIP}
         but_failure = {seq.STEP_COMPLETE: seq.STEP_SKIP, seq.STEP_FAILURE: seq.STEP_RERUN}
         flow.add_step('skips_failure', func=work, kwargs={'rec': rec, 'fail': ('skips_failure/1',)},
@@ -273,11 +268,11 @@ def test_complete_skip_map_skips_success_and_failure_unless_failure_is_given_exp
     assert rec.take() == ['reruns_failure/1 1']
 
 
-def test_default_map_reruns_a_failed_step_and_skips_succeeded_ones(tmp_path):
+def test_default_map_reruns_a_failed_step_and_skips_succeeded_ones(tmp_path, new_flow):
     rec = Recorder()
 
     def build(recover=False, run_id=None):
-        flow = new_flow(tmp_path, recover=recover, run_id=run_id)
+        flow = new_flow(recover=recover, run_id=run_id)
         chain(flow, rec, ['a', 'b', 'c'], fail=('b/1@0',))
         return flow
 
@@ -291,12 +286,12 @@ def test_default_map_reruns_a_failed_step_and_skips_succeeded_ones(tmp_path):
         (('a', '1'), 'success', True), (('b', '1'), 'success', False), (('c', '1'), 'success', False)]
 
 
-def test_the_status_last_recorded_by_any_attempt_decides_not_an_earlier_success(tmp_path):
+def test_the_status_last_recorded_by_any_attempt_decides_not_an_earlier_success(new_flow):
     """a succeeded in attempt 0, was rerun and failed in attempt 1: attempt 2 (default map) reruns it."""
     rec = Recorder()
 
     def build(recover=False, run_id=None, a_recovery=None):
-        flow = new_flow(tmp_path, recover=recover, run_id=run_id)
+        flow = new_flow(recover=recover, run_id=run_id)
         chain(flow, rec, ['a', 'b'], fail=('a/1@1', 'b/1@0'), recovery={'a': a_recovery})
         return flow
 
@@ -324,8 +319,8 @@ def nested_order() -> list[str]:
     return order
 
 
-def nested_flow(tmp_path, construct, rec, recover=False, run_id=None, fail=()):
-    flow = new_flow(tmp_path, construct=construct, recover=recover, run_id=run_id)
+def nested_flow(new_flow, construct, rec, recover=False, run_id=None, fail=()):
+    flow = new_flow(construct=construct, recover=recover, run_id=run_id)
     kw = {'rec': rec, 'fail': fail}
     o = flow.add_step('o', repeats=[1, 2])
     m = o.add_step('m', repeats=[1, 2])
@@ -340,14 +335,15 @@ def nested_flow(tmp_path, construct, rec, recover=False, run_id=None, fail=()):
 
 
 @pytest.mark.parametrize('construct', ['thread', 'process'])
-def test_recovery_inside_nested_containers_resumes_at_the_failed_task_of_the_inner_iteration(tmp_path, construct):
+def test_recovery_inside_nested_containers_resumes_at_the_failed_task_of_the_inner_iteration(
+        tmp_path, construct, new_flow):
     rec = recorder(tmp_path, construct)
     order = nested_order()
     failed = order.index('o_m_i_q/1.2.1.2')  # outer iteration 2, middle 1, inner 2: after p, before r
-    first = nested_flow(tmp_path, construct, rec, fail=('o_m_i_q/1.2.1.2@0',))
+    first = nested_flow(new_flow, construct, rec, fail=('o_m_i_q/1.2.1.2@0',))
     assert first.run() is False
     assert rec.take() == [f'{x} 0' for x in order[:failed + 1]]
-    again = nested_flow(tmp_path, construct, rec, recover=True, run_id=first.run_id)
+    again = nested_flow(new_flow, construct, rec, recover=True, run_id=first.run_id)
     assert again.run() is True
     assert rec.take() == [f'{x} 1' for x in order[failed:]]
     # p of the failed iteration and everything of earlier iterations is recorded as skipped
@@ -364,11 +360,11 @@ def test_recovery_inside_nested_containers_resumes_at_the_failed_task_of_the_inn
     (None, ['c/1 2']),  # the latest attempt (1)
 ])
 def test_recovery_run_chooses_the_attempts_compared_with_and_the_new_attempt_is_latest_plus_one(
-        tmp_path, recovery_run, expected):
+        tmp_path, recovery_run, expected, new_flow):
     rec = Recorder()
 
     def build(recover=False, run_id=None, recovery_run=None):
-        flow = new_flow(tmp_path, recover=recover, run_id=run_id, recovery_run=recovery_run)
+        flow = new_flow(recover=recover, run_id=run_id, recovery_run=recovery_run)
         chain(flow, rec, ['a', 'b', 'c'], fail=('b/1@0', 'c/1@1'))
         return flow
 
@@ -479,12 +475,12 @@ def test_recovery_of_a_delay_started_before_the_crash_waits_only_what_remains(tm
     assert activated + DELAY - 0.05 <= b.started.timestamp() <= activated + DELAY + 1.0
 
 
-def test_recovery_does_not_wait_the_delay_of_a_step_it_will_skip(tmp_path):
+def test_recovery_does_not_wait_the_delay_of_a_step_it_will_skip(new_flow):
     """b succeeded without a delay; the recovering flow gives it a 3 s delay: b is skipped, so no wait."""
     rec = Recorder()
 
     def build(recover=False, run_id=None, delay=0.0):
-        flow = new_flow(tmp_path, recover=recover, run_id=run_id)
+        flow = new_flow(recover=recover, run_id=run_id)
         a = flow.add_step('a', func=work, kwargs={'rec': rec})
         b = flow.add_step('b', func=work, kwargs={'rec': rec}, delay=delay, requires=((a, OK),))
         flow.add_step('c', func=work, kwargs={'rec': rec, 'fail': ('c/1@0',)}, requires=((b, OK),))
@@ -529,13 +525,13 @@ def test_a_second_coordinator_of_a_running_run_is_refused_naming_the_run_and_the
 
 # --------------------------------------------------------------------------------------------- 7. changed flow
 
-def test_recovering_with_an_added_step_warns_naming_it_and_runs_it(tmp_path):
+def test_recovering_with_an_added_step_warns_naming_it_and_runs_it(new_flow):
     rec = Recorder()
-    first = new_flow(tmp_path)
+    first = new_flow()
     chain(first, rec, ['a', 'b'], fail=('b/1@0',))
     assert first.run() is False
     rec.take()
-    again = new_flow(tmp_path, recover=True, run_id=first.run_id)
+    again = new_flow(recover=True, run_id=first.run_id)
     chain(again, rec, ['a', 'b', 'added_step'])
     with pytest.warns(seq.FlowChangedWarning) as warned:
         assert again.run() is True
@@ -544,28 +540,28 @@ def test_recovering_with_an_added_step_warns_naming_it_and_runs_it(tmp_path):
     assert rec.take() == ['b/1 1', 'added_step/1 1']
 
 
-def test_recovering_with_a_removed_step_warns_naming_it(tmp_path):
+def test_recovering_with_a_removed_step_warns_naming_it(new_flow):
     rec = Recorder()
-    first = new_flow(tmp_path)
+    first = new_flow()
     chain(first, rec, ['a', 'b'], fail=('b/1@0',))
     first.add_step('gone_step', func=work, kwargs={'rec': rec})
     assert first.run() is False
     rec.take()
-    again = new_flow(tmp_path, recover=True, run_id=first.run_id)
+    again = new_flow(recover=True, run_id=first.run_id)
     chain(again, rec, ['a', 'b'])
     with pytest.warns(seq.FlowChangedWarning, match=r'[Rr]emoved.*\bgone_step\b'):
         assert again.run() is True
     assert rec.take() == ['b/1 1']
 
 
-def test_recovering_with_a_step_moved_into_a_container_raises_naming_it(tmp_path):
+def test_recovering_with_a_step_moved_into_a_container_raises_naming_it(tmp_path, new_flow):
     """Tasks match by flattened name: root step 'box_b' and step 'b' of container 'box' are both 'box_b'."""
     rec = Recorder()
-    first = new_flow(tmp_path)
+    first = new_flow()
     first.add_step('box_b', func=work, kwargs={'rec': rec})
     first.add_step('a', func=work, kwargs={'rec': rec, 'fail': ('a/1@0',)})
     assert first.run() is False
-    again = new_flow(tmp_path, recover=True, run_id=first.run_id)
+    again = new_flow(recover=True, run_id=first.run_id)
     again.add_step('box').add_step('b', func=work, kwargs={'rec': rec})
     again.add_step('a', func=work, kwargs={'rec': rec})
     rec.take()
@@ -578,12 +574,12 @@ def test_recovering_with_a_step_moved_into_a_container_raises_naming_it(tmp_path
     assert [r.recoveries for r in seq.list_runs(store_of(tmp_path))] == [0]  # no attempt was started
 
 
-def test_recovering_with_a_step_turned_into_a_container_raises_naming_it(tmp_path):
+def test_recovering_with_a_step_turned_into_a_container_raises_naming_it(new_flow):
     rec = Recorder()
-    first = new_flow(tmp_path)
+    first = new_flow()
     chain(first, rec, ['a', 'b'], fail=('b/1@0',))
     assert first.run() is False
-    again = new_flow(tmp_path, recover=True, run_id=first.run_id)
+    again = new_flow(recover=True, run_id=first.run_id)
     a = again.add_step('a', func=work, kwargs={'rec': rec})
     again.add_step('b', requires=((a, OK),)).add_step('x', func=work, kwargs={'rec': rec})
     rec.take()
@@ -592,14 +588,14 @@ def test_recovering_with_a_step_turned_into_a_container_raises_naming_it(tmp_pat
     assert rec.take() == []
 
 
-def test_recovering_with_a_step_moved_by_its_own_name_into_a_container_is_an_added_and_a_removed_step(tmp_path):
+def test_recovering_with_a_step_moved_by_its_own_name_into_a_container_is_an_added_and_a_removed_step(new_flow):
     """'b' moved into 'box' becomes 'box_b': nothing can match it wrongly, so it only warns and runs anew."""
     rec = Recorder()
-    first = new_flow(tmp_path)
+    first = new_flow()
     chain(first, rec, ['a', 'b', 'c'], fail=('c/1@0',))
     assert first.run() is False
     rec.take()
-    again = new_flow(tmp_path, recover=True, run_id=first.run_id)
+    again = new_flow(recover=True, run_id=first.run_id)
     a = again.add_step('a', func=work, kwargs={'rec': rec})
     box = again.add_step('box', requires=((a, OK),))
     box.add_step('b', func=work, kwargs={'rec': rec})
@@ -613,71 +609,76 @@ def test_recovering_with_a_step_moved_by_its_own_name_into_a_container_is_an_add
 
 # --------------------------------------------------------------------------------------------- 8. errors
 
-def one_failed_run(tmp_path, name='flow') -> str:
+def one_failed_run(new_flow, name='flow') -> str:
     rec = Recorder()
-    flow = new_flow(tmp_path, name=name)
+    flow = new_flow(name=name)
     flow.add_step('a', func=work, kwargs={'rec': rec, 'fail': ('a/1@0',)})
     assert flow.run() is False
     return flow.run_id
 
 
-def recovering(tmp_path, name='flow', store=None, **kwargs) -> seq.Sequent:
-    flow = seq.Sequent(name=name, store=store or store_of(tmp_path), config=config(tmp_path),
-                       run_mode=seq.RUN_RECOVER, **kwargs)
-    flow.add_step('a', func=work, kwargs={'rec': Recorder()})
-    return flow
+@pytest.fixture
+def recovering(tmp_path, flow_config):
+    """``recovering(name='flow', store=store_of(tmp_path), **sequent_kwargs)``: a recovery of a one-step flow."""
+    def recovering(name='flow', store=None, **kwargs) -> seq.Sequent:
+        flow = seq.Sequent(name=name, store=store or store_of(tmp_path), config=flow_config(task_construct='thread'),
+                           run_mode=seq.RUN_RECOVER, **kwargs)
+        flow.add_step('a', func=work, kwargs={'rec': Recorder()})
+        return flow
+    return recovering
 
 
-def test_recovering_a_run_that_does_not_exist_raises_naming_the_run_id_and_the_store(tmp_path):
-    one_failed_run(tmp_path)
+def test_recovering_a_run_that_does_not_exist_raises_naming_the_run_id_and_the_store(tmp_path, new_flow, recovering):
+    one_failed_run(new_flow)
     with pytest.raises(seq.SequentError) as err:
-        recovering(tmp_path, run_id='no-such-run').run()
+        recovering(run_id='no-such-run').run()
     assert 'no-such-run' in str(err.value) and store_of(tmp_path) in str(err.value)
     assert [r.run_id for r in seq.list_runs(store_of(tmp_path))] != ['no-such-run']
     assert len(seq.list_runs(store_of(tmp_path))) == 1
 
 
-def test_recovering_a_flow_without_runs_in_the_store_raises_naming_the_flow_and_the_store(tmp_path):
-    one_failed_run(tmp_path, name='other_flow')
+def test_recovering_a_flow_without_runs_in_the_store_raises_naming_the_flow_and_the_store(
+        tmp_path, new_flow, recovering):
+    one_failed_run(new_flow, name='other_flow')
     with pytest.raises(seq.SequentError) as err:
-        recovering(tmp_path, name='lonely_flow').run()
+        recovering(name='lonely_flow').run()
     assert 'lonely_flow' in str(err.value) and store_of(tmp_path) in str(err.value)
 
 
-def test_recovering_from_an_empty_store_raises_naming_the_flow_and_the_store(tmp_path):
+def test_recovering_from_an_empty_store_raises_naming_the_flow_and_the_store(tmp_path, recovering):
     with pytest.raises(seq.SequentError) as err:
-        recovering(tmp_path, name='lonely_flow').run()
+        recovering(name='lonely_flow').run()
     assert 'lonely_flow' in str(err.value) and store_of(tmp_path) in str(err.value)
 
 
 @pytest.mark.parametrize('run_id', [None, 'some-run'])
-def test_recovering_from_a_memory_store_raises_saying_so(tmp_path, run_id):
+def test_recovering_from_a_memory_store_raises_saying_so(run_id, recovering):
     with pytest.raises(seq.SequentError, match=re.escape("':memory:'")):
-        recovering(tmp_path, store=':memory:', run_id=run_id).run()
+        recovering(store=':memory:', run_id=run_id).run()
 
 
 @pytest.mark.parametrize('run_id', [None, 'some-run'])
-def test_recovering_from_a_memory_store_raises_naming_the_run_or_flow_looked_for(tmp_path, run_id):
+def test_recovering_from_a_memory_store_raises_naming_the_run_or_flow_looked_for(run_id, recovering):
     with pytest.raises(seq.SequentError) as err:
-        recovering(tmp_path, name='mem_flow', store=':memory:', run_id=run_id).run()
+        recovering(name='mem_flow', store=':memory:', run_id=run_id).run()
     assert (run_id or 'mem_flow') in str(err.value)
 
 
 @pytest.mark.parametrize('recovery_run', [5, 1, -1, '0'])
 def test_recovering_with_a_recovery_run_the_run_does_not_have_raises_naming_run_store_and_attempt(
-        tmp_path, recovery_run):
-    run_id = one_failed_run(tmp_path)
+        tmp_path, recovery_run, new_flow, recovering):
+    run_id = one_failed_run(new_flow)
     with pytest.raises(seq.SequentError) as err:
-        recovering(tmp_path, run_id=run_id, recovery_run=recovery_run).run()
+        recovering(run_id=run_id, recovery_run=recovery_run).run()
     message = str(err.value)
     assert run_id in message and store_of(tmp_path) in message and repr(recovery_run) in message
 
 
-def test_a_store_with_a_newer_schema_version_is_refused_naming_the_store(tmp_path):
-    run_id = one_failed_run(tmp_path)
+def test_a_store_with_a_newer_schema_version_is_refused_naming_the_store(tmp_path, new_flow, recovering):
+    run_id = one_failed_run(new_flow)
     sql(tmp_path, "UPDATE sequent_schema SET value='999' WHERE key='version'")
     with pytest.raises(seq.SequentError) as err:
-        recovering(tmp_path, run_id=run_id).run()
+        recovering(run_id=run_id).run()
     assert store_of(tmp_path) in str(err.value) and '999' in str(err.value)
     with pytest.raises(seq.SequentError, match='999'):
         seq.list_runs(store_of(tmp_path))
@@ -686,9 +687,9 @@ def test_a_store_with_a_newer_schema_version_is_refused_naming_the_store(tmp_pat
 
 # --------------------------------------------------------------------------------------------- 9. the same object
 
-def test_run_with_run_mode_recover_on_the_same_object_recovers_its_run(tmp_path):
+def test_run_with_run_mode_recover_on_the_same_object_recovers_its_run(tmp_path, new_flow):
     rec = Recorder()
-    flow = new_flow(tmp_path)
+    flow = new_flow()
     chain(flow, rec, ['a', 'b'], fail=('b/1@0',))
     assert flow.run() is False
     run_id = flow.run_id
@@ -701,12 +702,13 @@ def test_run_with_run_mode_recover_on_the_same_object_recovers_its_run(tmp_path)
     assert [(r.run_id, r.recoveries) for r in seq.list_runs(store_of(tmp_path))] == [(run_id, 2)]
 
 
-def test_run_with_run_mode_recover_on_the_same_object_recovers_its_own_run_not_a_later_one_of_the_flow(tmp_path):
+def test_run_with_run_mode_recover_on_the_same_object_recovers_its_own_run_not_a_later_one_of_the_flow(
+        tmp_path, new_flow):
     rec = Recorder()
-    mine = new_flow(tmp_path)
+    mine = new_flow()
     chain(mine, rec, ['a', 'b'], fail=('b/1@0',))
     assert mine.run() is False
-    later = new_flow(tmp_path)  # the same flow, run again (by cron, say) before mine is recovered
+    later = new_flow()  # the same flow, run again (by cron, say) before mine is recovered
     chain(later, rec, ['a', 'b'], fail=('b/1@0',))
     assert later.run() is False
     rec.take()
@@ -715,16 +717,16 @@ def test_run_with_run_mode_recover_on_the_same_object_recovers_its_own_run_not_a
     assert {r.run_id: r.recoveries for r in seq.list_runs(store_of(tmp_path))} == {mine.run_id: 1, later.run_id: 0}
 
 
-def test_recover_without_run_id_continues_the_latest_run_of_the_flow(tmp_path):
+def test_recover_without_run_id_continues_the_latest_run_of_the_flow(new_flow):
     rec = Recorder()
     ids = []
     for _ in range(2):
-        flow = new_flow(tmp_path)
+        flow = new_flow()
         chain(flow, rec, ['a', 'b'], fail=('b/1@0',))
         assert flow.run() is False
         ids.append(flow.run_id)
     rec.take()
-    again = new_flow(tmp_path, recover=True)
+    again = new_flow(recover=True)
     chain(again, rec, ['a', 'b'])
     assert again.run() is True
     assert again.run_id == ids[1]
@@ -734,23 +736,23 @@ def test_recover_without_run_id_continues_the_latest_run_of_the_flow(tmp_path):
 # --------------------------------------------------------------------------------------------- 10. history API and CLI
 
 @pytest.fixture
-def history(tmp_path):
+def history(tmp_path, new_flow):
     """Run X of 'hist' failed then recovered, then run Y of 'other' succeeded."""
     rec = Recorder()
-    x = new_flow(tmp_path, name='hist')
+    x = new_flow(name='hist')
     chain(x, rec, ['a', 'b'], fail=('b/1@0',))
     assert x.run() is False
     before = seq.list_runs(store_of(tmp_path))
-    y = new_flow(tmp_path, name='other')
+    y = new_flow(name='other')
     chain(y, rec, ['solo'])
     assert y.run() is True
     assert x.run(run_mode=seq.RUN_RECOVER, run_id=x.run_id) is True
     return tmp_path, x.run_id, y.run_id, before
 
 
-def test_list_runs_shows_a_failed_run_as_failure_with_no_recoveries(tmp_path):
+def test_list_runs_shows_a_failed_run_as_failure_with_no_recoveries(tmp_path, new_flow):
     rec = Recorder()
-    x = new_flow(tmp_path, name='hist')
+    x = new_flow(name='hist')
     chain(x, rec, ['a', 'b'], fail=('b/1@0',))
     assert x.run() is False
     [run] = seq.list_runs(store_of(tmp_path))

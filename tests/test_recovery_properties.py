@@ -27,8 +27,9 @@ test_failure_handler_of_attempt_0_does_not_run_in_the_recovery).
 
 The tests: default maps (properties 1-4), per-step ``{STEP_SUCCESS: STEP_RERUN}`` maps (P1-P3),
 a recovery that fails again and is recovered (R1-R2), and two hand-made flows.  Example counts:
-SEQUENT_RECOVERY_PROP_EXAMPLES, ..._RERUN_EXAMPLES, ..._TWICE_EXAMPLES (the defaults keep the file
-around half a minute).
+SEQUENT_RECOVERY_PROP_EXAMPLES, ..._RERUN_EXAMPLES, ..._TWICE_EXAMPLES, else 300, 200 and 150 under
+the ``ci`` Hypothesis profile (around half a minute for the file), fewer under the default ``dev``
+one (tests/conftest.py).
 
 If a property fails, the output shows ``recovery_code``: a stand-alone program that runs the shrunk
 flow's three attempts and prints what each ran and the task rows, and what each attempt ran here.
@@ -38,7 +39,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import signal
 import tempfile
 import threading
 import time
@@ -47,18 +47,17 @@ from dataclasses import replace
 from typing import Optional
 
 import pytest
-from guard import alarm
+from guard import restart
 from hypothesis import HealthCheck, currently_in_test_context, event, given, note, settings
 from hypothesis import strategies as st
 
 import sequent
 from refmodel import SUCCESS, FAILURE, Node, possible_sequences, simulate
-from test_properties import STATUS, StepFailed, _walk, check_execution, check_order, flows
+from test_properties import STATUS, StepFailed, _walk, check_execution, check_order, examples, flows
 
-DEFAULT_EXAMPLES = int(os.environ.get("SEQUENT_RECOVERY_PROP_EXAMPLES", "300"))
-RERUN_EXAMPLES = int(os.environ.get("SEQUENT_RECOVERY_PROP_RERUN_EXAMPLES", "200"))
-TWICE_EXAMPLES = int(os.environ.get("SEQUENT_RECOVERY_PROP_TWICE_EXAMPLES", "150"))
-GUARD_SECONDS = 30  # per example (three runs of a tiny flow take milliseconds); see no_hang
+DEFAULT_EXAMPLES = examples("SEQUENT_RECOVERY_PROP_EXAMPLES", 300)
+RERUN_EXAMPLES = examples("SEQUENT_RECOVERY_PROP_RERUN_EXAMPLES", 200)
+TWICE_EXAMPLES = examples("SEQUENT_RECOVERY_PROP_TWICE_EXAMPLES", 150)
 
 
 # -- steps, flows, runs ----------------------------------------------------------------------------
@@ -180,7 +179,7 @@ class Attempts:
     def __init__(self, flow: list[Node], flow_stop: bool, root: str, rerun: frozenset = frozenset(),
                  fail1: Optional[dict] = None):
         self.flow, self.flow_stop, self.rerun, self.fail1 = flow, flow_stop, rerun, fail1
-        signal.alarm(GUARD_SECONDS)  # re-armed for each example (no_hang installed the handler)
+        restart()  # the test's hang guard (conftest's no_hang) bounds each example, not all of them
         workdir = tempfile.mkdtemp(dir=root)
         self.store = os.path.join(workdir, "recprop.run.db")
         self.logdir = workdir
@@ -245,14 +244,6 @@ def _succeeded(flow: list[Node], records: list) -> set:
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("recprop"))
-
-
-@pytest.fixture(autouse=True)
-def no_hang():
-    """A hung run becomes a failing test (SIGALRM interrupts the coordinator's wait): every example
-    re-arms the alarm for GUARD_SECONDS when it creates its Attempts."""
-    with alarm(GUARD_SECONDS, "an example"):
-        yield
 
 
 def _attempt0(attempts: Attempts) -> set:

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-from guard import alarm
 
 import sequent as seq
 
@@ -26,19 +25,18 @@ OK = seq.STEP_SUCCESS
 GUARD_SECONDS = 60
 
 
-@pytest.fixture(autouse=True)
-def no_hang():
-    """Turn a hung run into a failing test."""
-    with alarm(GUARD_SECONDS):
-        yield
+pytestmark = pytest.mark.timeout_seconds(GUARD_SECONDS)  # the hang guard of tests/conftest.py
 
 
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def config_of(tmp_path: Path, construct: str = "thread") -> dict:
-    return {"task_construct": construct, "shutdown_grace": 2.0,
-            "LOGGING": {"logdir": str(tmp_path / "logs"), "console": False}}
+@pytest.fixture
+def config_of(flow_config):
+    """``config_of(construct="thread")``: a flow configuration logging under tmp_path."""
+    def config_of(construct: str = "thread") -> dict:
+        return flow_config(task_construct=construct, shutdown_grace=2.0)
+    return config_of
 
 
 def note(journal: Path, line: str) -> None:
@@ -80,9 +78,9 @@ def task_map(store: str, run_id: str, recovery: int | None = None) -> dict:
 
 
 @pytest.mark.parametrize("construct", ["thread", "process"])
-def test_a_run_and_its_history_are_recorded(store, tmp_path, construct):
+def test_a_run_and_its_history_are_recorded(store, tmp_path, construct, config_of):
     journal = str(tmp_path / "journal")
-    flow = seq.Sequent(name="history", store=store.store, config=config_of(tmp_path, construct))
+    flow = seq.Sequent(name="history", store=store.store, config=config_of(construct))
     a = flow.add_step("a", func=work, kwargs={"journal": journal, "name": "a"})
     c = flow.add_step("c", repeats=[1, 2], requires=((a, OK),))
     x = c.add_step("x", func=work, kwargs={"journal": journal, "name": "x"})
@@ -110,9 +108,9 @@ def test_a_run_and_its_history_are_recorded(store, tmp_path, construct):
     assert lines(Path(journal)) == ["a 1 0", "x 1.1 0", "y 1.1 0", "x 1.2 0", "y 1.2 0", "z 1 0"]
 
 
-def test_a_recovery_skips_what_succeeded_and_reruns_what_failed(store, tmp_path):
+def test_a_recovery_skips_what_succeeded_and_reruns_what_failed(store, tmp_path, config_of):
     journal, flag = tmp_path / "journal", tmp_path / "flag"
-    config = config_of(tmp_path, "process")
+    config = config_of("process")
 
     def build(**kwargs) -> seq.Sequent:
         flow = seq.Sequent(name="recovery", store=store.store, config=config, **kwargs)
@@ -164,7 +162,7 @@ HOLDER = textwrap.dedent("""
 """)
 
 
-def test_a_second_coordinator_is_refused_while_the_first_holds_the_run(store, tmp_path):
+def test_a_second_coordinator_is_refused_while_the_first_holds_the_run(store, tmp_path, config_of):
     started, release, run_id = tmp_path / "started", tmp_path / "release", "held-run"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, store.store, run_id, str(started), str(release),
@@ -176,7 +174,7 @@ def test_a_second_coordinator_is_refused_while_the_first_holds_the_run(store, tm
             assert holder.poll() is None, holder.communicate()
             assert time.monotonic() < deadline, "the holder's step never started"
             time.sleep(0.02)
-        second = seq.Sequent(name="held", store=store.store, config=config_of(tmp_path), run_id=run_id,
+        second = seq.Sequent(name="held", store=store.store, config=config_of(), run_id=run_id,
                              run_mode=seq.RUN_RECOVER)
         h = second.add_step("hold", func=None)
         second.add_step("after", func=None, requires=((h, OK),))
@@ -199,11 +197,11 @@ def test_a_second_coordinator_is_refused_while_the_first_holds_the_run(store, tm
         ("hold", "1"): "success", ("after", "1"): "success"}
 
 
-def test_every_earlier_run_is_kept(store, tmp_path):
+def test_every_earlier_run_is_kept(store, tmp_path, config_of):
     journal = str(tmp_path / "journal")
     run_ids = []
     for name, fails in (("kept", False), ("kept", True), ("other", False), ("kept", False)):
-        flow = seq.Sequent(name=name, store=store.store, config=config_of(tmp_path))
+        flow = seq.Sequent(name=name, store=store.store, config=config_of())
         flow.add_step("a", func=raiser if fails else work,
                       kwargs={"text": "boom"} if fails else {"journal": journal, "name": "a"})
         assert flow.run() is (not fails)
@@ -221,13 +219,13 @@ def test_every_earlier_run_is_kept(store, tmp_path):
         seq.run_tasks(store.store, "no-such-run")
 
 
-def test_a_databases_entry_with_a_schema_keeps_the_runs_in_that_schema(postgres_database, tmp_path):
+def test_a_databases_entry_with_a_schema_keeps_the_runs_in_that_schema(postgres_database, tmp_path, config_of):
     import sqlalchemy as sa
 
     url = sa.engine.make_url(postgres_database)
     entry = {"dialect": "postgresql", "drivername": "psycopg", "username": url.username, "password": url.password,
              "host": url.host, "port": url.port, "database": url.database, "schema": "sequent_schema_test"}
-    config = {**config_of(tmp_path), "DATABASES": {"pg": entry}}
+    config = {**config_of(), "DATABASES": {"pg": entry}}
     flow = seq.Sequent(name="schema", store="pg", config=config)
     flow.add_step("a", func=work, kwargs={"journal": str(tmp_path / "journal"), "name": "a"})
     assert flow.run() is True
@@ -254,9 +252,9 @@ TEXTS = {
 
 @pytest.mark.parametrize("construct", ["thread", "process"])
 @pytest.mark.parametrize("text", list(TEXTS))
-def test_a_task_error_text_no_database_takes_as_is_is_recorded_and_handled(store, tmp_path, construct, text):
+def test_a_task_error_text_no_database_takes_as_is_is_recorded_and_handled(store, tmp_path, construct, text, config_of):
     journal = str(tmp_path / "journal")
-    flow = seq.Sequent(name="texts", store=store.store, config=config_of(tmp_path, construct))
+    flow = seq.Sequent(name="texts", store=store.store, config=config_of(construct))
     bad = flow.add_step("bad", func=raiser, kwargs={"text": TEXTS[text]})
     flow.add_step("handler", func=work, kwargs={"journal": journal, "name": "handler"},
                   requires=((bad, seq.STEP_FAILURE),))
