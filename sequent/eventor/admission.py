@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Optional
 from .model import PoolDef, StepDef, TaskConstruct
 
 if TYPE_CHECKING:
-    from .coordinator import Iteration, Task
+    from .tasks import Iteration, Task
     from .executors import Executor
     from .store import RunWriter
 

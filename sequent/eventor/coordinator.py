@@ -24,12 +24,13 @@ import selectors
 import signal
 import threading
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
 from .context import TaskContext
 from .model import Program, StepDef, StepReplay, StepStatus, TaskConstruct, format_sequence
 from .outcome import RunEnd, TaskOutcome
 from .admission import Admission
+from .tasks import Iteration, Task, Timer
 from .clock import Clock
 from .runners import Inbox
 from .text import ERROR_LIMIT, RESULT_LIMIT, SEQUENCE_LIMIT, TRACEBACK_LIMIT, storable
@@ -73,72 +74,6 @@ def _text(exc: BaseException) -> str:
     except BaseException:  # noqa: B036 - a broken __repr__ must not kill the coordinator
         text = f"<{type(exc).__name__}>"
     return storable(text, ERROR_LIMIT)
-
-
-class Iteration:
-    """One iteration of a container (``owner``), or the root of the run (``owner`` None)."""
-
-    __slots__ = ("owner", "seq", "parent", "pending", "failed", "stopping")
-
-    def __init__(self, owner: Optional["Task"], seq: tuple, parent: Optional["Iteration"]):
-        self.owner = owner
-        self.seq = seq
-        self.parent = parent
-        self.pending = 0  # tasks, delays and child containers not yet ended
-        self.failed = False  # an unhandled failure happened inside
-        self.stopping = False  # no new task may start inside
-
-    def halted(self) -> bool:
-        """True when this iteration or one around it is stopping."""
-        iteration: Optional[Iteration] = self
-        while iteration is not None:
-            if iteration.stopping:
-                return True
-            iteration = iteration.parent
-        return False
-
-    def within(self, other: "Iteration") -> bool:
-        iteration: Optional[Iteration] = self
-        while iteration is not None:
-            if iteration is other:
-                return True
-            iteration = iteration.parent
-        return False
-
-
-class Task:
-    """A step at a sequence, in this attempt."""
-
-    __slots__ = ("id", "step", "seq", "seq_str", "iteration", "status", "created", "started", "recorded",
-                 "iterator", "iterations", "current", "holds")
-
-    def __init__(self, id: int, step: StepDef, seq: tuple, iteration: Iteration, now: float):
-        self.id = id
-        self.step = step
-        self.seq = seq
-        self.seq_str = format_sequence(seq)
-        self.iteration = iteration
-        self.status = StepStatus.ready
-        self.created = now
-        self.started: Optional[float] = None
-        self.recorded = False  # has a row in the store (committed or buffered)
-        # containers only
-        self.iterator: Optional[Iterator] = None
-        self.iterations = 0  # started so far
-        self.current: Optional[Iteration] = None
-        self.holds = False  # holds resources it has not given back yet
-
-    def __repr__(self) -> str:
-        return (f"<Task(id='{self.id}', step_id='{self.step.name}', sequence='{self.seq_str}', "
-                f"status='{self.status}')>")
-
-
-class _Timer:
-    __slots__ = ("due", "target", "is_step", "seq", "iteration", "cancelled")
-
-    def __init__(self, due: float, target: str, is_step: bool, seq: tuple, iteration: Iteration):
-        self.due, self.target, self.is_step, self.seq, self.iteration = due, target, is_step, seq, iteration
-        self.cancelled = False
 
 
 class Coordinator:
@@ -456,7 +391,7 @@ class Coordinator:
                 self._create(step, seq)  # it will be skipped: no need to wait for it
                 return
         started = self.previous_delays.get((target, seq_str), self.now())  # a recovery waits what remains
-        timer = _Timer(started + seconds, target, is_step, seq, iteration)
+        timer = Timer(started + seconds, target, is_step, seq, iteration)
         iteration.pending += 1
         heapq.heappush(self.timers, (timer.due, next(self.timer_order), timer))
         self.writer.delay(target, seq_str, seconds, started)
