@@ -10,7 +10,7 @@ from typing import Optional
 from .model import StepStatus
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # made once per task, often on a worker thread: kept cheap
 class TaskOutcome:
     """One task's end as an executor reports it to the coordinator.
 

@@ -17,11 +17,11 @@ from .base import Executor, Report
 MAX_THREADS = 256
 
 
-def to_outcome(task_id: int, outcome: Outcome) -> TaskOutcome:
-    """A runner's (status, result, error, traceback) as the TaskOutcome of a task of this process."""
+def to_outcome(task_id: int, outcome: Outcome, pid: int) -> TaskOutcome:
+    """A runner's (status, result, error, traceback) as the TaskOutcome of a task of process ``pid``."""
     status, result, error, tb = outcome
     return TaskOutcome(task_id, StepStatus.success if status == "success" else StepStatus.failure,
-                       result, error, tb, pid=os.getpid())
+                       result, error, tb, pid=pid)
 
 
 class ThreadRunner:
@@ -38,6 +38,7 @@ class ThreadRunner:
         self._lock = threading.Lock()
         self._idle = 0
         self._threads: list[threading.Thread] = []
+        self._pid = os.getpid()
 
     def submit(self, task_id: int, step: StepDef, ctx: TaskContext) -> None:
         with self._lock:
@@ -57,7 +58,7 @@ class ThreadRunner:
             if item is None:
                 return
             task_id, step, ctx = item
-            outcome = to_outcome(task_id, run_step(step, ctx))
+            outcome = to_outcome(task_id, run_step(step, ctx), self._pid)
             with self._lock:
                 self._idle += 1
             self._report(outcome)
@@ -118,4 +119,4 @@ class InvokeExecutor(_InProcess):
     construct = TaskConstruct.invoke
 
     def submit(self, task_id: int, step: StepDef, ctx: TaskContext) -> None:
-        self._report(to_outcome(task_id, run_step(step, ctx)))
+        self._report(to_outcome(task_id, run_step(step, ctx), os.getpid()))
