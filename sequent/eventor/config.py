@@ -134,7 +134,7 @@ def _choice(*choices: str) -> Validator:
     return _check(lambda v: v in choices, 'one of ' + ', '.join(map(repr, choices)))
 
 
-def _level(value: Any, key: str) -> int:
+def logging_level(value: Any, key: str) -> int:
     """A logging level: an int >= 0 or a level name in any case, normalised to the int."""
     if _is_int(value) and value >= 0:
         return value
@@ -223,7 +223,7 @@ SCHEMA: dict = {
     'HOSTS': _hosts,
     'LOGGING': {
         'logdir': _str,
-        'logging_level': _level,
+        'logging_level': logging_level,
         'console': _bool,
         'file_prefix': _str,
         'file_suffix': _str,

@@ -25,6 +25,7 @@ import traceback
 from typing import IO, Any, Mapping
 
 from .config import LOGGING_DEFAULTS, permission_mode
+from .config import logging_level as config_level
 from .errors import ConfigError
 
 HOST: str = socket.gethostname()
@@ -266,13 +267,8 @@ def _parse_at_time(value: Any) -> datetime.time | None:
 
 
 def _level(value: Any) -> int:
-    """The logging level as an int; accepts a level name such as 'DEBUG' too."""
-    if isinstance(value, str) and not value.isdigit():
-        level = logging.getLevelName(value.upper())
-        if not isinstance(level, int):
-            raise ConfigError(f'LOGGING.logging_level: unknown level {value!r}')
-        return level
-    return int(value)
+    """The logging level as an int, checked as the configuration checks it (one rule for both)."""
+    return config_level(value, 'LOGGING.logging_level')
 
 
 def _utf8_size(text: str) -> int:
