@@ -22,7 +22,6 @@ import itertools
 import logging
 import selectors
 import signal
-import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
@@ -33,7 +32,8 @@ from .admission import Admission
 from .tasks import Iteration, Task, Timer
 from .clock import Clock
 from .runners import Inbox
-from .text import ERROR_LIMIT, RESULT_LIMIT, SEQUENCE_LIMIT, TRACEBACK_LIMIT, storable
+from .signals import SignalCatcher
+from .text import ERROR_LIMIT, RESULT_LIMIT, SEQUENCE_LIMIT, TRACEBACK_LIMIT, exception_text, storable
 
 if TYPE_CHECKING:
     from .executors import Executor
@@ -67,15 +67,6 @@ MOVES: dict[StepStatus, frozenset[StepStatus]] = {
 }
 
 
-def _text(exc: BaseException) -> str:
-    """repr of a user's exception, storable and capped; never raises."""
-    try:
-        text = repr(exc)
-    except BaseException:  # noqa: B036 - a broken __repr__ must not kill the coordinator
-        text = f"<{type(exc).__name__}>"
-    return storable(text, ERROR_LIMIT)
-
-
 class Coordinator:
     """Runs one attempt of a program to its end; :meth:`run` returns the outcome."""
 
@@ -107,8 +98,6 @@ class Coordinator:
         self.lost = False  # another coordinator took the run over: nothing more starts here
         self.grace = grace
         self.signal: Optional[int] = None  # the first SIGINT/SIGTERM the loop acted on
-        self.late_signal: Optional[int] = None  # the first one received at all
-        self._handlers: dict = {}
         self.kill_at: Optional[float] = None  # when running tasks get SIGKILL after a signal
 
         # program indexes
@@ -131,6 +120,7 @@ class Coordinator:
         self.timer_order = itertools.count()
         self.to_launch: list[Task] = []
         self.inbox = inbox if inbox is not None else Inbox()
+        self.signals = SignalCatcher(self.inbox)  # SIGINT and SIGTERM stop the run gracefully
         self.incomplete = False
         self.rounds = 0
 
@@ -145,7 +135,7 @@ class Coordinator:
             selector.register(self.inbox.wake_on_put(), selectors.EVENT_READ, None)
             for ex in watched:
                 selector.register(ex.fileno(), selectors.EVENT_READ, ex)
-        self._handlers = self._catch_signals()
+        self.signals.install()
         try:
             for name, seq in self.program.initial:
                 self._fire(name, seq)
@@ -183,26 +173,15 @@ class Coordinator:
         self.root.failed = True
         return True
 
-    def _catch_signals(self) -> dict:
-        """SIGINT and SIGTERM stop the run gracefully (only possible in the main thread)."""
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        handlers = {}
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            handlers[signum] = signal.signal(signum, self._on_signal)
-        return handlers
-
     def restore_signals(self) -> None:
         """Put back the handlers run() replaced; the engine calls it once the run's end is recorded,
         so a signal arriving meanwhile is still caught (and acted on afterwards, see late_signal)."""
-        for signum, handler in self._handlers.items():
-            signal.signal(signum, handler)
-        self._handlers = {}
+        self.signals.restore()
 
-    def _on_signal(self, signum: int, _frame: Any) -> None:
-        if self.late_signal is None:
-            self.late_signal = signum  # kept even if the loop has already ended
-        self.inbox.put(("signal", signum))
+    @property
+    def late_signal(self) -> Optional[int]:
+        """The first SIGINT/SIGTERM received at all, even after the loop ended."""
+        return self.signals.first
 
     def _interrupt(self, signum: int) -> None:
         """First signal: start nothing new, ask running tasks to stop; later: kill them now."""
@@ -531,7 +510,7 @@ class Coordinator:
         try:
             task.iterator = iter(repeats() if callable(repeats) else repeats if repeats is not None else ())
         except Exception as exc:
-            self._end_container(task, failed=True, error=f"repeats of container {task.step.name} failed: {_text(exc)}")
+            self._end_container(task, failed=True, error=f"repeats of container {task.step.name} failed: {exception_text(exc)}")
             return
         self._next_iteration(task)
 
@@ -542,7 +521,7 @@ class Coordinator:
                 item = next(task.iterator, _END)
             except Exception as exc:
                 self._end_container(task, failed=True,
-                                    error=f"repeats of container {task.step.name} failed: {_text(exc)}")
+                                    error=f"repeats of container {task.step.name} failed: {exception_text(exc)}")
                 return
             if item is _END or item is None:
                 self._end_container(task, failed=False)

@@ -56,6 +56,15 @@ def storable(text: Optional[str], limit: int, *, keep_ends: bool = False) -> str
     return _clean(text)
 
 
+def exception_text(exc: BaseException) -> str:
+    """repr of a user's exception, storable and capped; never raises (a broken __repr__ included)."""
+    try:
+        text = repr(exc)
+    except BaseException:  # noqa: B036 - a broken __repr__ must not kill the coordinator
+        text = f"<{type(exc).__name__}>"
+    return storable(text, ERROR_LIMIT)
+
+
 def name_problem(value: object, what: str, limit: int = NAME_LIMIT) -> Optional[str]:
     """Why ``value`` cannot be stored as a name (None when it can): its type, length or characters."""
     if not isinstance(value, str) or not value:
