@@ -16,7 +16,7 @@ from sequent.eventor import STEP_FAILURE, STEP_SUCCESS, Eventor
 from sequent.eventor.coordinator import Coordinator
 from sequent.eventor.executors import Executor
 from sequent.eventor.model import StepStatus, TaskConstruct
-from sequent.eventor.outcome import RunEnd, TaskOutcome
+from sequent.eventor.outcome import OutcomeStatus, RunEnd, TaskOutcome
 from sequent.eventor.runners import Inbox
 
 START = 1_000_000.0
@@ -64,7 +64,7 @@ class FakeExecutor(Executor):
         if not self.auto:
             self.running.add(task_id)
         else:
-            status = StepStatus.failure if step.name in self.fail else StepStatus.success
+            status = OutcomeStatus.failure if step.name in self.fail else OutcomeStatus.success
             self.report(TaskOutcome(task_id, status, ended=self.clock.t))
 
     def signal(self, signum: int) -> None:

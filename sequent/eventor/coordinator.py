@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
 from .context import TaskContext
 from .model import Program, StepDef, StepReplay, StepStatus, TaskConstruct, format_sequence
-from .outcome import RunEnd, TaskOutcome
+from .outcome import OutcomeStatus, RunEnd, TaskOutcome
 from .admission import Admission
 from .tasks import Iteration, Task, Timer
 from .clock import Clock
@@ -457,10 +457,11 @@ class Coordinator:
             error = storable(error, ERROR_LIMIT)
             tb = storable(tb, TRACEBACK_LIMIT, keep_ends=True)
         self.on_task_end(self.task_logger(task.step.name, task.seq_str))
-        self.log.info("[ Task %s/%s ] Completed, status: %s", task.step.name, task.seq_str, outcome.status)
-        self._move(task, outcome.status, ended=outcome.ended, pid=outcome.pid, host=outcome.host,
+        status = StepStatus.success if outcome.status is OutcomeStatus.success else StepStatus.failure
+        self.log.info("[ Task %s/%s ] Completed, status: %s", task.step.name, task.seq_str, status)
+        self._move(task, status, ended=outcome.ended, pid=outcome.pid, host=outcome.host,
                    result=result or None, error=(error + ("\n" + tb if tb else "")) or None)
-        if outcome.status is StepStatus.failure:
+        if status is StepStatus.failure:
             self._failed(task, error, tb)
         self._release(task.iteration)
 

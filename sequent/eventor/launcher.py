@@ -25,11 +25,11 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass
 
+from .outcome import OutcomeStatus, TaskOutcome
 from .forkserver import LIVE_SOCKETS, MSG_LAUNCH, MSG_SIGNAL, MSG_STOP, decode_status, describe_end
 from .keeper import KEEPER_REPORT, keeper_main
-from .taskchild import FAILURE, RunChild, close_quietly, flush_stdio
+from .taskchild import RunChild, close_quietly, flush_stdio
 from .wire import CHUNK, encode, take_messages
 
 __all__ = ['Completion', 'ProcessLauncher']
@@ -41,23 +41,9 @@ _STOP_MARGIN = 10.0            # seconds stop() waits beyond `grace` before it S
 _USE_PIDFD = hasattr(os, 'pidfd_open')
 
 
-@dataclass(frozen=True)
-class Completion:
-    """The outcome of one launched task, as the coordinator collects it.
-
-    ``pid`` is 0 when no task process is known (it could not be started, or the launcher died first).
-    ``exitcode``/``signal`` describe the task process; for a task lost with its launcher they
-    describe the launcher.
-    """
-
-    task_id: int
-    pid: int
-    status: str
-    result: str
-    error: str
-    traceback: str
-    exitcode: int | None
-    signal: int | None
+#: What collect() hands out for each task: the engine's one outcome type (kept under this name for
+#: the launcher's own users).
+Completion = TaskOutcome
 
 
 class ProcessLauncher:
@@ -288,10 +274,11 @@ class ProcessLauncher:
         if raw is not None:
             try:
                 status, result, err, tb = pickle.loads(raw)
-                return Completion(task_id, pid, status, result, err, tb, exitcode, signum)
+                return TaskOutcome(task_id, OutcomeStatus(status), result, err, tb, pid=pid, exitcode=exitcode,
+                                   signal=signum)
             except Exception as exc:
                 error = f'undecodable outcome from task process: {exc!r}'
-        return Completion(task_id, pid, FAILURE, '', error, '', exitcode, signum)
+        return TaskOutcome.failed(task_id, error, pid=pid, exitcode=exitcode, signal=signum)
 
     def _read_until_eof(self, out: list[Completion], timeout: float) -> None:
         """Collect until the launcher closes its end; SIGKILL it if it takes more than ``timeout``."""
@@ -376,4 +363,4 @@ class ProcessLauncher:
         """A failure for a task the launcher can no longer run or report."""
         exitcode, signum = self._death
         error = f'{describe_end(f"launcher process {self._name!r}", exitcode, signum)}; {what}'
-        return Completion(task_id, 0, FAILURE, '', error, '', exitcode, signum)
+        return TaskOutcome.failed(task_id, error, pid=0, exitcode=exitcode, signal=signum)

@@ -7,32 +7,41 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .model import StepStatus
+
+class OutcomeStatus(str, enum.Enum):
+    """How a task ended; equal to its value, the text the task process reports ('success', 'failure')."""
+
+    success = "success"
+    failure = "failure"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(slots=True)  # made once per task, often on a worker thread: kept cheap
 class TaskOutcome:
     """One task's end as an executor reports it to the coordinator.
 
-    ``host`` is where the task ran (None: the coordinator's own host); ``exit_code`` and ``signal``
-    describe a task process that ended without reporting (at most one of them is set).
+    ``host`` is where the task ran (None: the coordinator's own host).  ``exitcode`` and ``signal``
+    describe how a task process ended (at most one is set; for a task lost with the process
+    launcher they describe the launcher); ``pid`` is 0 when no task process is known.
     """
 
     task_id: int
-    status: StepStatus  # success or failure
+    status: OutcomeStatus
     result: str = ""
     error: str = ""
     traceback: str = ""
     host: Optional[str] = None
     pid: Optional[int] = None
-    exit_code: Optional[int] = None
+    exitcode: Optional[int] = None
     signal: Optional[int] = None
     ended: float = field(default_factory=time.time)
 
     @classmethod
     def failed(cls, task_id: int, error: str, **kwargs: object) -> "TaskOutcome":
         """A failure the engine itself reports (a task abandoned, or never started)."""
-        return cls(task_id, StepStatus.failure, error=error, **kwargs)  # type: ignore[arg-type]
+        return cls(task_id, OutcomeStatus.failure, error=error, **kwargs)  # type: ignore[arg-type]
 
 
 class RunEnd(str, enum.Enum):

@@ -16,7 +16,8 @@ from .logs import describe_exception, reset_task_label, set_task_label
 from .model import StepDef
 from .text import ERROR_LIMIT, RESULT_LIMIT, TRACEBACK_LIMIT, storable
 
-#: A task's outcome as runners report it: (status, result text, error text, traceback text).
+#: What run_step returns, and a task process pickles to its launcher: (status, result, error,
+#: traceback) as plain text, the smallest thing to send; executors make a TaskOutcome of it.
 Outcome = tuple[str, str, str, str]
 
 

@@ -8,8 +8,8 @@ import threading
 from typing import Optional
 
 from ..context import TaskContext, install_thread_environ, uninstall_thread_environ
-from ..model import StepDef, StepStatus, TaskConstruct
-from ..outcome import TaskOutcome
+from ..model import StepDef, TaskConstruct
+from ..outcome import OutcomeStatus, TaskOutcome
 from ..runners import Outcome, run_step
 from .base import Executor, Report
 
@@ -20,8 +20,7 @@ MAX_THREADS = 256
 def to_outcome(task_id: int, outcome: Outcome, pid: int) -> TaskOutcome:
     """A runner's (status, result, error, traceback) as the TaskOutcome of a task of process ``pid``."""
     status, result, error, tb = outcome
-    return TaskOutcome(task_id, StepStatus.success if status == "success" else StepStatus.failure,
-                       result, error, tb, pid=pid)
+    return TaskOutcome(task_id, OutcomeStatus(status), result, error, tb, pid=pid)
 
 
 class ThreadRunner:

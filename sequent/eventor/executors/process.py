@@ -6,8 +6,8 @@ import os
 from typing import Callable, Optional, Sequence
 
 from ..context import TaskContext
-from ..launcher import Completion, ProcessLauncher
-from ..model import StepDef, StepStatus, TaskConstruct
+from ..launcher import ProcessLauncher
+from ..model import StepDef, TaskConstruct
 from ..outcome import TaskOutcome
 from ..runners import Outcome, run_step
 from .base import Executor
@@ -43,7 +43,7 @@ class ProcessExecutor(Executor):
         return self._launcher.fileno()
 
     def collect(self) -> list[TaskOutcome]:
-        return [_outcome(c) for c in self._launcher.collect()]
+        return self._launcher.collect()
 
     @property
     def alive(self) -> bool:
@@ -59,8 +59,3 @@ class ProcessExecutor(Executor):
 
     def stop(self, grace: float, *, abandon: bool) -> None:
         self._launcher.stop(grace=grace)
-
-
-def _outcome(c: Completion) -> TaskOutcome:
-    return TaskOutcome(c.task_id, StepStatus.success if c.status == "success" else StepStatus.failure,
-                       c.result, c.error, c.traceback, pid=c.pid, exit_code=c.exitcode, signal=c.signal)
