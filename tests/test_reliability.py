@@ -163,8 +163,8 @@ def test_nesting_deeper_than_the_limit_is_refused_and_the_limit_itself_runs(tmp_
 
 
 def test_a_sequence_longer_than_the_store_keeps_fails_its_container(tmp_path, monkeypatch):
-    from sequent.eventor import coordinator
-    monkeypatch.setattr(coordinator, 'SEQUENCE_LIMIT', 3)
+    from sequent.eventor import containers
+    monkeypatch.setattr(containers, 'SEQUENCE_LIMIT', 3)
     store = str(tmp_path / 'store.db')
     flow = seq.Sequent('long', store=store, run_id='r1', config=config(tmp_path, task_construct='thread'))
     loop = flow.add_step('loop', repeats=range(12))

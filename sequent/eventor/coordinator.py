@@ -29,17 +29,17 @@ from .context import TaskContext
 from .model import Program, StepDef, StepReplay, StepStatus, TaskConstruct, format_sequence
 from .outcome import OutcomeStatus, RunEnd, TaskOutcome
 from .admission import Admission
+from .containers import ContainerRuns
 from .tasks import Iteration, Task, Timer
 from .clock import Clock
 from .runners import Inbox
 from .signals import SignalCatcher
-from .text import ERROR_LIMIT, RESULT_LIMIT, SEQUENCE_LIMIT, TRACEBACK_LIMIT, exception_text, storable
+from .text import ERROR_LIMIT, RESULT_LIMIT, TRACEBACK_LIMIT, storable
 
 if TYPE_CHECKING:
     from .executors import Executor
     from .store import RunWriter
 
-_END = object()
 
 #: A task's lifecycle: every change of its status goes through Coordinator._move, which checks it
 #: here, records it, and fires the step's triggers for the new status.  A task is created
@@ -67,7 +67,7 @@ MOVES: dict[StepStatus, frozenset[StepStatus]] = {
 }
 
 
-class Coordinator:
+class Coordinator(ContainerRuns):
     """Runs one attempt of a program to its end; :meth:`run` returns the outcome."""
 
     def __init__(self, program: Program, writer: RunWriter, *, logger: logging.Logger, run_id: str,
@@ -501,82 +501,3 @@ class Coordinator:
                 dropped.append(timer)
         for item in dropped:
             self._release(item.iteration)
-
-    # -- containers -----------------------------------------------------------------------------
-
-    def _start_container(self, task: Task) -> None:
-        task.started = self.now()
-        self._move(task, StepStatus.active)
-        repeats = task.step.repeats
-        try:
-            task.iterator = iter(repeats() if callable(repeats) else repeats if repeats is not None else ())
-        except Exception as exc:
-            self._end_container(task, failed=True, error=f"repeats of container {task.step.name} failed: {exception_text(exc)}")
-            return
-        self._next_iteration(task)
-
-    def _next_iteration(self, task: Task) -> None:
-        """Start the container's next iteration, skipping through empty ones, or end it."""
-        while True:
-            try:
-                item = next(task.iterator, _END)
-            except Exception as exc:
-                self._end_container(task, failed=True,
-                                    error=f"repeats of container {task.step.name} failed: {exception_text(exc)}")
-                return
-            if item is _END or item is None:
-                self._end_container(task, failed=False)
-                return
-            task.iterations += 1
-            seq = task.seq + (task.iterations,)
-            if len(format_sequence(seq)) > SEQUENCE_LIMIT:
-                self._end_container(task, failed=True, error=f"iteration {task.iterations} would have a sequence "
-                                    f"longer than the store keeps ({SEQUENCE_LIMIT} characters)")
-                return
-            iteration = Iteration(task, seq, task.iteration)
-            task.current = iteration
-            self.open_iterations[(task.step.name, iteration.seq)] = iteration
-            iteration.pending += 1  # hold the iteration open while its starters fire
-            for name in task.step.starts:
-                self._fire(name, iteration.seq)
-            iteration.pending -= 1
-            if iteration.pending > 0:
-                return
-            if not self._close_iteration(iteration):
-                return
-
-    def _iteration_over(self, iteration: Iteration) -> None:
-        if self._close_iteration(iteration):
-            self._next_iteration(iteration.owner)
-
-    def _close_iteration(self, iteration: Iteration) -> bool:
-        """Forget an ended iteration; True when its container may go on to the next one."""
-        task = iteration.owner
-        del self.open_iterations[(task.step.name, iteration.seq)]
-        task.current = None
-        fired = self.fired.pop(iteration.seq, None)
-        if fired:  # keep the events of other containers iterating at the same sequence
-            scope = task.step.name
-            events = self.program.events
-            rest = {name for name in fired if events[name].scope != scope}
-            if rest:
-                self.fired[iteration.seq] = rest
-        if iteration.failed:
-            self._end_container(task, failed=True, error=f"an unhandled failure in iteration {format_sequence(iteration.seq)}")
-            return False
-        if iteration.halted():
-            self._end_container(task, failed=True, error="stopped before its end: the run is stopping", quiet=True)
-            return False
-        return True
-
-    def _end_container(self, task: Task, *, failed: bool, error: str = "", quiet: bool = False) -> None:
-        self.admission.give_back(task)  # held from its start to its end
-        status = StepStatus.failure if failed else StepStatus.success
-        if failed and not quiet:
-            self.log.info("[ Task %s/%s ] Completed, status: %s", task.step.name, task.seq_str, status)
-        elif not failed:
-            self.log.debug("[ Task %s/%s ] Completed, status: %s", task.step.name, task.seq_str, status)
-        self._move(task, status, ended=self.now(), error=error or None)
-        if failed and not quiet:
-            self._failed(task, f"ContainerFailed({error!r})", "")
-        self._release(task.iteration)
