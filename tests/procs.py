@@ -12,17 +12,13 @@ import time
 import pytest
 
 from sequent.eventor.launcher import Completion, ProcessLauncher
+from sequent.eventor.procfs import stat_fields
 
 
 def proc_stat(pid: int) -> tuple[str, int, int] | None:
     """(state, parent pid, process group) of a process, or None when it is gone."""
-    try:
-        with open(f'/proc/{pid}/stat') as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(')') + 2:].split()
-    return fields[0], int(fields[1]), int(fields[2])
+    fields = stat_fields(pid)
+    return None if fields is None else (fields[0].decode(), int(fields[1]), int(fields[2]))
 
 
 def is_alive(pid: int) -> bool:

@@ -125,6 +125,16 @@ def thread_flow() -> Eventor:
     return Eventor(name='unit', config={'task_construct': 'thread'})
 
 
+def one_step_flow(step: str) -> Eventor:
+    """A flow of one step, started by the event 'go' at the run's start."""
+    ev = thread_flow()
+    ev.add_event('go')
+    ev.add_step(step)
+    ev.add_assoc('go', step)
+    ev.trigger_event('go')
+    return ev
+
+
 def test_a_delay_of_an_hour_starts_its_step_an_hour_later_without_sleeping():
     ev = thread_flow()
     ev.add_event('go')
@@ -165,11 +175,7 @@ def restore_handlers():
 
 
 def test_a_task_still_running_after_the_grace_is_killed_at_its_end(restore_handlers):
-    ev = thread_flow()
-    ev.add_event('go')
-    ev.add_step('slow')
-    ev.add_assoc('go', 'slow')
-    ev.trigger_event('go')
+    ev = one_step_flow('slow')
     coordinator, executor, writer, clock = coordinate(ev, auto=False)
     coordinator.inbox.put(('signal', signal.SIGTERM))
     try:
@@ -182,11 +188,7 @@ def test_a_task_still_running_after_the_grace_is_killed_at_its_end(restore_handl
 
 
 def test_a_task_that_cannot_be_killed_is_abandoned_after_the_grace(restore_handlers):
-    ev = thread_flow()
-    ev.add_event('go')
-    ev.add_step('stuck')
-    ev.add_assoc('go', 'stuck')
-    ev.trigger_event('go')
+    ev = one_step_flow('stuck')
     coordinator, executor, writer, clock = coordinate(ev, auto=False, killable=False)
     coordinator.inbox.put(('signal', signal.SIGTERM))
     try:
@@ -214,11 +216,7 @@ def test_a_handled_failure_runs_its_handler_and_the_run_succeeds():
 
 
 def test_an_illegal_move_is_refused():
-    ev = thread_flow()
-    ev.add_event('go')
-    ev.add_step('a')
-    ev.add_assoc('go', 'a')
-    ev.trigger_event('go')
+    ev = one_step_flow('a')
     coordinator, _, _, _ = coordinate(ev)
     assert coordinator.run() is RunEnd.success
     from sequent.eventor.coordinator import Iteration, Task

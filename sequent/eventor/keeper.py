@@ -30,6 +30,7 @@ import struct
 from typing import Callable, NoReturn
 
 from .forkserver import LIVE_SOCKETS, exit_after, launcher_main
+from .procfs import stat_fields
 from .taskchild import PR_SET_PDEATHSIG, RunChild, close_quietly
 
 __all__ = ['KEEPER_REPORT', 'keeper_main']
@@ -91,12 +92,10 @@ def _reset_inherited_signals(mask: set[signal.Signals]) -> None:
 
 def _proc_stat(pid: int) -> tuple[str, int, int, int, int] | None:
     """(state, parent pid, process group, flags, pending signals) of a process; None when gone."""
+    fields = stat_fields(pid)
     try:
-        with open(f'/proc/{pid}/stat', 'rb') as f:
-            stat = f.read()
-        fields = stat[stat.rindex(b')') + 2:].split()
         return fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[6]), int(fields[28])
-    except (OSError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError):  # gone (None), or unreadable
         return None
 
 

@@ -21,6 +21,7 @@ import time
 from typing import Any, Callable, Optional
 
 from .logs import HOST
+from .procfs import stat_fields
 
 #: A holder on another host that has not beaten for this long is taken for dead.
 STALE_AFTER = 60.0
@@ -30,15 +31,10 @@ HEARTBEAT_EVERY = 10.0
 
 def _start_time(pid: int) -> Optional[str]:
     """The kernel's start time of a process (field 22 of /proc/PID/stat), or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
+    fields = stat_fields(pid)
+    if fields is None or fields[0] in (b"Z", b"X"):  # a zombie is dead, only not reaped yet
         return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    if fields[0] in ("Z", "X"):  # a zombie is dead, only not reaped yet
-        return None
-    return fields[19]
+    return fields[19].decode()
 
 
 def _identity(pid: int) -> str:
@@ -124,6 +120,9 @@ class Lease:
         self._on_lost = on_lost
         self.every = HEARTBEAT_EVERY if every is None else every
         self.stale_after = STALE_AFTER if stale_after is None else stale_after
+        # how old a confirmation may be for a start to rely on it: half the stale limit, so a
+        # replacement on another host, which waits for the whole limit, can never overlap a start
+        self.fresh_for = self.stale_after / 2
         self._log = logger or logging.getLogger(__name__)
         self._mutex = threading.Lock()  # one beat at a time: the thread's or the coordinator's
         self._confirmed = (_clock(), time.time())
@@ -132,24 +131,12 @@ class Lease:
         self.lost = False
         self.error: Optional[BaseException] = None  # the last failed beat's error, if it failed
 
-    @property
-    def fresh_for(self) -> float:
-        """How old a confirmation may be for a start to rely on it: half the stale limit, so a
-        replacement on another host, which waits for the whole limit, can never overlap a start."""
-        return self.stale_after / 2
-
-    def age(self) -> float:
-        """Seconds since the lock was last confirmed ours, by the larger of two clocks."""
-        mono, wall = self._confirmed
-        return max(_clock() - mono, time.time() - wall)
-
     def check(self) -> bool:
         """True when the run is still ours: may the coordinator start tasks now?"""
         if self.lost:
             return False
-        mono, wall = self._confirmed  # inline age(): this runs before every launch
-        fresh = self.stale_after / 2
-        if _clock() - mono < fresh and time.time() - wall < fresh:
+        mono, wall = self._confirmed  # by both clocks; this runs before every launch
+        if _clock() - mono < self.fresh_for and time.time() - wall < self.fresh_for:
             return True
         return self.confirm()
 
