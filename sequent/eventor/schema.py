@@ -10,10 +10,12 @@ import sqlalchemy as sa
 
 from .text import SEQUENCE_LIMIT
 
-__all__ = ["SCHEMA_VERSION", "attempts", "delays", "holdings", "locks", "metadata", "runs", "schema_info", "tasks"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "agents", "attempts", "delays", "holdings", "locks", "metadata", "runs",
+           "schema_info", "tasks"]
 
-#: Bumped whenever the tables change; a store written by a newer version is refused.
-SCHEMA_VERSION = 1
+#: Bumped whenever the tables change; a store written by a newer version is refused, an older one
+#: is brought up to date by MIGRATIONS (version 2: remote hosts, the tasks' owner and log file, agents).
+SCHEMA_VERSION = 2
 
 metadata = sa.MetaData()
 
@@ -80,7 +82,29 @@ tasks = sa.Table(
     sa.Column("ended", sa.Float),
     sa.Column("result", sa.Text),
     sa.Column("error", sa.Text),
+    sa.Column("owner", sa.String(255)),  # the agent running it on a remote host (its token), if any
+    sa.Column("logfile", sa.Text),  # its log file on that host
     sa.UniqueConstraint("run_id", "recovery", "step", "sequence", name="sequent_tasks_key"),
+)
+
+#: One row per remote agent of an attempt: a recovery waits while one of the run still beats.
+agents = sa.Table(
+    "sequent_agents", metadata,
+    sa.Column("token", sa.String(255), primary_key=True),  # host:pid:start of the agent process
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("recovery", sa.Integer, nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),  # the name the flow gave the host
+    sa.Column("hostname", sa.String(255)),  # what the host calls itself
+    sa.Column("pid", sa.Integer),
+    sa.Column("started", sa.Float, nullable=False),
+    sa.Column("heartbeat", sa.Float, nullable=False),
+    sa.Column("ended", sa.Float),
+)
+
+#: What brings a store of an older version to the next one: (version it applies to, the columns
+#: it adds as (table, column)); new tables are created by create_all.
+MIGRATIONS: tuple[tuple[int, tuple[tuple[sa.Table, str], ...]], ...] = (
+    (1, ((tasks, "owner"), (tasks, "logfile"))),
 )
 
 #: One row per delay started: recovery waits only what remains of it.

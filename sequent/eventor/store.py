@@ -25,7 +25,8 @@ from sqlalchemy import event as sa_event
 
 from .dburl import StoreTarget
 from .errors import EventorError
-from .schema import SCHEMA_VERSION, attempts, delays, holdings, locks, metadata, runs, schema_info, tasks
+from .schema import (MIGRATIONS, SCHEMA_VERSION, agents, attempts, delays, holdings, locks, metadata, runs,
+                     schema_info, tasks)
 from .storefaults import describe_fault, driver_text
 
 
@@ -68,6 +69,12 @@ class TaskRow:
     ended: Optional[float]
     result: Optional[str]
     error: Optional[str]
+    owner: Optional[str] = None  # the remote agent that ran it (host:pid:start), if any
+    logfile: Optional[str] = None  # its log file on that host, if any
+
+
+#: TaskRow fields a store of schema version 1 lacks (it is read as they were None).
+_V2_TASK_FIELDS = ("owner", "logfile")
 
 
 class Store:
@@ -86,6 +93,7 @@ class Store:
         self.mode = mode
         self.readonly = readonly
         self.empty = False  # read-only and holding no tables at all: it has no runs
+        self.version = SCHEMA_VERSION  # of the store as found (a reader may find an older one)
         self._engine: Optional[sa.Engine] = None
         self._conn: Optional[sa.Connection] = None
 
@@ -196,6 +204,7 @@ class Store:
             raise EventorError(
                 f"store {self.target.display} was written by a newer sequent (schema version {row[0]}); "
                 f"this one understands versions up to {SCHEMA_VERSION}: upgrade sequent to read it")
+        self.version = int(row[0])
 
     @contextlib.contextmanager
     def _tx(self) -> Any:
@@ -240,6 +249,11 @@ class Store:
             "update_task": t.update().where(
                 t.c.run_id == sa.bindparam("k_run_id"), t.c.recovery == sa.bindparam("k_recovery"),
                 t.c.step == sa.bindparam("k_step"), t.c.sequence == sa.bindparam("k_sequence"))
+            .values({name: sa.bindparam(name) for name in _TASK_COLUMNS}),
+            "finish_task": t.update().where(
+                t.c.run_id == sa.bindparam("k_run_id"), t.c.recovery == sa.bindparam("k_recovery"),
+                t.c.step == sa.bindparam("k_step"), t.c.sequence == sa.bindparam("k_sequence"),
+                t.c.status == sa.literal_column("'active'"))
             .values({name: sa.bindparam(name) for name in _TASK_COLUMNS}),
             "insert_delay": d.insert(),
             "insert_hold": h.insert(),
@@ -293,10 +307,29 @@ class Store:
                 raise EventorError(
                     f"store {self.target.display} was written by a newer sequent (schema version {version}); "
                     f"this one understands versions up to {SCHEMA_VERSION}: upgrade sequent to use it")
+            if row is not None and version < SCHEMA_VERSION:
+                self._migrate(conn, version)
         metadata.create_all(conn, checkfirst=True)
         if not conn.execute(sa.select(schema_info.c.value).where(schema_info.c.key == "version")).first():
             conn.execute(schema_info.insert().values(key="version", value=str(SCHEMA_VERSION)))
         conn.commit()
+
+    def _migrate(self, conn: sa.Connection, version: int) -> None:
+        """Bring a store of an older schema version up to this one, keeping every run in it."""
+        preparer = conn.dialect.identifier_preparer
+        have = {c["name"] for c in sa.inspect(conn).get_columns(tasks.name, schema=self.target.schema)}
+        for since, columns in MIGRATIONS:
+            if since < version:
+                continue
+            for table, name in columns:
+                if table is tasks and name in have:  # added by a migration that raced this one
+                    continue
+                column = table.c[name]
+                qualified = (preparer.quote_schema(self.target.schema) + "." if self.target.schema else "") + \
+                    preparer.quote(table.name)
+                conn.execute(sa.text(f"ALTER TABLE {qualified} ADD COLUMN {preparer.quote(name)} "
+                                     f"{column.type.compile(dialect=conn.dialect)}"))
+        conn.execute(schema_info.update().where(schema_info.c.key == "version").values(value=str(SCHEMA_VERSION)))
 
     @property
     def conn(self) -> sa.Connection:
@@ -446,11 +479,66 @@ class Store:
         with self._tx() as conn:
             conn.execute(locks.delete().where(locks.c.run_id == run_id, locks.c.token == token))
 
+    # -- remote agents ------------------------------------------------------------------------
+
+    def agent_started(self, *, token: str, run_id: str, recovery: int, host: str, hostname: str, pid: int) -> None:
+        """An agent on a remote host took up work for an attempt (it beats until it ends)."""
+        now = time.time()
+        with self._tx() as conn:
+            conn.execute(agents.insert().values(token=token, run_id=run_id, recovery=recovery, host=host,
+                                                hostname=hostname, pid=pid, started=now, heartbeat=now))
+
+    @staticmethod
+    def agent_beat(conn: sa.Connection, token: str) -> None:
+        """Refresh an agent's heartbeat on ``conn`` (the agent's own heartbeat connection)."""
+        try:
+            conn.execute(agents.update().where(agents.c.token == token).values(heartbeat=time.time()))
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+
+    def agent_ended(self, token: str) -> None:
+        """An agent has recorded all its tasks and exits."""
+        with self._tx() as conn:
+            conn.execute(agents.update().where(agents.c.token == token).values(ended=time.time()))
+
+    def live_agents(self, run_id: str, stale_after: float) -> list[sa.Row]:
+        """The agents of a run that have not ended and beat within ``stale_after`` seconds."""
+        query = sa.select(agents).where(agents.c.run_id == run_id, agents.c.ended.is_(None),
+                                        agents.c.heartbeat >= time.time() - stale_after)
+        try:
+            return list(self.conn.execute(query))
+        finally:
+            self.conn.rollback()
+
+    def claim_task(self, run_id: str, recovery: int, step: str, sequence: str, *, owner: str, pid: int,
+                   logfile: Optional[str]) -> bool:
+        """An agent records that it runs an active task (its token, pid and log file); False when
+        the task is no longer active (its coordinator already gave it up)."""
+        with self._tx() as conn:
+            done = conn.execute(tasks.update().where(
+                tasks.c.run_id == run_id, tasks.c.recovery == recovery, tasks.c.step == step,
+                tasks.c.sequence == sequence, tasks.c.status == "active").values(owner=owner, pid=pid, logfile=logfile))
+        return done.rowcount == 1
+
+    def finish_task(self, run_id: str, recovery: int, step: str, sequence: str, *, status: str, ended: float,
+                    pid: Optional[int], host: str, result: Optional[str], error: Optional[str]) -> bool:
+        """Record a task's end if it is still active: the first final write wins, a later one is
+        discarded (returns False)."""
+        with self._tx() as conn:
+            done = conn.execute(tasks.update().where(
+                tasks.c.run_id == run_id, tasks.c.recovery == recovery, tasks.c.step == step,
+                tasks.c.sequence == sequence, tasks.c.status == "active").values(
+                    status=status, ended=ended, pid=pid, host=host, result=result, error=error))
+        return done.rowcount == 1
+
     # -- tasks --------------------------------------------------------------------------------
 
     def task_rows(self, run_id: str, recovery: Optional[int] = None) -> list[TaskRow]:
         """The tasks of a run (of one attempt when ``recovery`` is given), in creation order."""
-        query = sa.select(*[tasks.c[name] for name in TaskRow.__dataclass_fields__]).where(tasks.c.run_id == run_id)
+        names = [n for n in TaskRow.__dataclass_fields__ if self.version >= 2 or n not in _V2_TASK_FIELDS]
+        query = sa.select(*[tasks.c[name] for name in names]).where(tasks.c.run_id == run_id)
         if recovery is not None:
             query = query.where(tasks.c.recovery == recovery)
         return [TaskRow(*row) for row in self.conn.execute(query.order_by(tasks.c.id))]
@@ -469,15 +557,19 @@ class RunWriter:
         self.host = host
         self._inserts: dict[tuple[str, str], dict] = {}
         self._updates: dict[tuple[str, str], dict] = {}
+        self._finals: dict[tuple[str, str], dict] = {}  # fenced: only while the row is active
         self._delays: list[dict] = []
         self._holds: list[dict] = []
         self._unholds: list[dict] = []
 
     def task(self, step: str, sequence: str, status: str, *, created: float, started: Optional[float] = None,
              ended: Optional[float] = None, pid: Optional[int] = None, result: Optional[str] = None,
-             error: Optional[str] = None, skipped: bool = False, host: Optional[str] = None, new: bool) -> None:
+             error: Optional[str] = None, skipped: bool = False, host: Optional[str] = None, new: bool,
+             fenced: bool = False) -> None:
         """Record a task's state; ``new`` says whether its row exists yet (merged when not committed);
-        ``host`` is where it ran (None: the coordinator's host)."""
+        ``host`` is where it ran (None: the coordinator's host).  A ``fenced`` change applies only
+        while the row is still active: the final write of a remote task, whose agent may have
+        recorded its end first (the first final write wins)."""
         values = {"status": status, "skipped": skipped, "host": host or self.host, "pid": pid, "started": started,
                   "ended": ended, "result": result, "error": error}
         key = (step, sequence)
@@ -489,7 +581,7 @@ class RunWriter:
             self._inserts[key] = values
         else:
             values.update(k_run_id=self.run_id, k_recovery=self.recovery, k_step=step, k_sequence=sequence)
-            self._updates[key] = values
+            (self._finals if fenced else self._updates)[key] = values
 
     def delay(self, step: str, sequence: str, seconds: float, activated: float) -> None:
         self._delays.append({"run_id": self.run_id, "recovery": self.recovery, "step": step,
@@ -505,7 +597,7 @@ class RunWriter:
 
     @property
     def dirty(self) -> bool:
-        return bool(self._inserts or self._updates or self._delays or self._holds or self._unholds)
+        return bool(self._inserts or self._updates or self._finals or self._delays or self._holds or self._unholds)
 
     def commit(self) -> None:
         """Write everything buffered in one transaction (inserts before updates)."""
@@ -513,9 +605,11 @@ class RunWriter:
             return
         batches = [(name, rows) for name, rows in (
             ("insert_task", list(self._inserts.values())), ("update_task", list(self._updates.values())),
+            ("finish_task", list(self._finals.values())),
             ("insert_delay", self._delays), ("insert_hold", self._holds), ("release_hold", self._unholds))
             if rows]
         self.store.write_raw(batches)
         self._inserts.clear()
         self._updates.clear()
+        self._finals.clear()
         self._delays, self._holds, self._unholds = [], [], []
