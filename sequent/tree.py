@@ -7,7 +7,6 @@ mistake is reported on the line that made it.  Whole-tree checks live in the tra
 from __future__ import annotations
 
 import re
-import socket
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Union
 
 from .errors import SequentError
@@ -15,7 +14,7 @@ from .resources import step_amounts
 from .eventor.config import validate_step_config
 from .eventor.errors import EventorError
 from .eventor.model import StepReplay, StepStatus, delay_problem, repeats_problem
-from .eventor.text import DEPTH_LIMIT, NAME_LIMIT
+from .eventor.text import DEPTH_LIMIT, NAME_LIMIT, name_problem
 
 if TYPE_CHECKING:  # pragma: no cover
     from .flow import Sequent
@@ -83,11 +82,6 @@ class Event:
         return f"<sequent.Event {self.name} requires={self.requires!r}>"
 
 
-def _is_local(host: str) -> bool:
-    names = {"localhost", "127.0.0.1", "::1", socket.gethostname(), socket.getfqdn()}
-    return host in names
-
-
 _NO_CHILDREN: tuple = ()
 _NO_NAMES: Mapping[str, Any] = {}  # never written: replaced by a dict of its own on the first child
 
@@ -129,8 +123,11 @@ class Node:
         ``func(*args, **kwargs)`` is what a processing step runs; ``repeats`` is how often a
         container runs its steps (an iterable, or a callable returning an iterator; a ``None``
         item ends it early); ``requires`` says on which siblings' statuses the step waits.
-        ``hosts`` (local names only), ``import_module`` and ``import_file`` are checked and carried to
-        the engine for compatibility, and not used: steps run on this host, ``func`` is called as given.
+        ``hosts`` names the hosts (``config['HOSTS']`` tags or ssh destinations) a step runs on: a
+        processing step runs once, on the first of them with free capacity; a container on several
+        hosts is copied once per host, each copy running all its iterations there.  Steps inside a
+        container inherit its host and may not name their own.  ``import_module`` and
+        ``import_file`` are checked and carried to the engine for compatibility, and not used.
         """
         return Step(self, name, func=func, args=args, kwargs=kwargs, requires=requires, delay=delay,
                     acquires=acquires, releases=releases, config=config, recovery=recovery, repeats=repeats,
@@ -140,7 +137,7 @@ class Node:
 class Step(Node):
     """A step of a flow: processing (it calls ``func``) or, once it has children, a container."""
 
-    # hosts, import_module and import_file: carried for compatibility, not used (see Node.add_step)
+    # import_module and import_file: carried for compatibility, not used (see Node.add_step)
     __slots__ = ("parent", "name", "func", "args", "kwargs", "delay", "repeats", "config", "recovery", "hosts",
                  "import_module", "import_file", "acquires", "releases", "requires")
 
@@ -194,7 +191,7 @@ class Step(Node):
         except EventorError as exc:
             raise SequentError(str(exc)) from None
         self.recovery = _parse_recovery(recovery, label)
-        self.hosts = _parse_hosts(hosts, label, parent)
+        self.hosts = _parse_hosts(hosts, label, self.path, parent)
         if import_file is not None and not import_module:
             raise SequentError(f"{label}: import_file needs import_module too")
         self.import_module = tuple([import_module] if isinstance(import_module, str) else import_module or ())
@@ -232,23 +229,45 @@ def _parse_recovery(recovery: Optional[Mapping], label: str) -> dict[StepStatus,
     return result
 
 
-def _parse_hosts(hosts: Optional[Iterable[str]], label: str, parent: Node) -> tuple[str, ...]:
+def _host_owner(parent: Node) -> Optional["Step"]:
+    """The nearest container at or above ``parent`` that names hosts, or None."""
+    node: Any = parent
+    while isinstance(node, Step):
+        if node.hosts:
+            return node
+        node = node.parent
+    return None
+
+
+def _parse_hosts(hosts: Optional[Iterable[str]], label: str, path: str, parent: Node) -> tuple[str, ...]:
+    """The step's own hosts, in order: names the store can keep, each once, none set by an ancestor too."""
+    owner = _host_owner(parent)
+    if owner is not None and len(owner.hosts) > 1:
+        # the container is copied once per host: its steps are named <container>@<host>_... in the run
+        longest = len(path) + 1 + max(len(host) for host in owner.hosts)
+        if longest > NAME_LIMIT:
+            raise SequentError(f"{label}: container {owner.path!r} runs a copy on each of its hosts, where "
+                               f"this step's name ({owner.path}@<host>{path[len(owner.path):]}) is up to "
+                               f"{longest} characters long; the store keeps at most {NAME_LIMIT}: "
+                               f"use shorter names")
     if hosts is None:
         return ()
     if isinstance(hosts, str):
         hosts = [hosts]
-    hosts = tuple(hosts)
+    try:
+        hosts = tuple(hosts)
+    except TypeError:
+        raise SequentError(f"{label}: hosts must be a list of host names, got {hosts!r}") from None
+    seen: set[str] = set()
     for host in hosts:
-        if not isinstance(host, str) or not host:
-            raise SequentError(f"{label}: hosts must be host names, got {host!r}")
-        if not _is_local(host):
-            raise SequentError(f"{label}: host {host!r} is remote, and running steps on remote hosts is "
-                               f"not available in this version; use the local host")
-    node: Any = parent
-    while isinstance(node, Step):
-        if node.hosts and hosts:
-            raise SequentError(f"{label}: Step ancestry has already assigned host ({node.path!r})")
-        node = node.parent
+        problem = name_problem(host, "a host name")
+        if problem:
+            raise SequentError(f"{label}: hosts: {problem}")
+        if host in seen:
+            raise SequentError(f"{label}: host {host!r} is named twice in hosts; name each host once")
+        seen.add(host)
+    if owner is not None and hosts:
+        raise SequentError(f"{label}: Step ancestry has already assigned host ({owner.path!r})")
     return hosts
 
 

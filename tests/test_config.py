@@ -8,7 +8,8 @@ import warnings
 import pytest
 from hypothesis import given, strategies as st
 
-from sequent.eventor.config import DEFAULTS, STEP_KEYS, load_config, merge, validate_step_config
+from sequent.eventor.config import (DEFAULTS, STEP_KEYS, HostSettings, host_settings, load_config, merge,
+                                    validate_step_config)
 from sequent.eventor.errors import ConfigError, ConfigWarning
 
 
@@ -32,7 +33,7 @@ def test_no_config_gives_the_defaults_with_paths_expanded():
     assert config['task_construct'] == 'process'
     assert config['LOGGING']['logging_level'] == logging.INFO
     assert config['LOGGING']['logdir'] == os.path.expanduser('~/log/sequent')
-    assert config['ssh_config'] == os.path.expanduser('~/.ssh/config')
+    assert config['ssh_config'] is None  # ssh's own configuration files (no -F)
     assert load_config({}) == config
 
 
@@ -419,8 +420,8 @@ def test_database_entries_pass_through_loosely():
     assert load_config({'DATABASES': {'pg': entry}})['DATABASES']['pg'] == entry
 
 
-def test_hosts_values_must_be_str():
-    with pytest.raises(ConfigError, match=r"'HOSTS\.web': expected a str"):
+def test_hosts_values_must_be_str_or_mapping():
+    with pytest.raises(ConfigError, match=r"'HOSTS\.web': expected a str \(the ssh destination\) or a mapping"):
         load_config({'HOSTS': {'web': 1}})
 
 
@@ -525,3 +526,157 @@ def test_busy_timeout_accepts_numbers(value):
 def test_bad_busy_timeout_names_the_key(value):
     with pytest.raises(ConfigError, match=r"^configuration key 'busy_timeout': expected a number >= 0, got "):
         load_config({'busy_timeout': value})
+
+
+# ------------------------------------------------------------------------------- remote hosts
+
+def test_remote_host_defaults():
+    config = load_config()
+    assert (config['ssh_config'], config['ssh_alive_interval'], config['ssh_alive_count'],
+            config['ssh_connect_timeout'], config['agent_wait'], config['HOSTS']) == (None, 5, 3, 10, 60, {})
+
+
+def test_remote_host_keys_are_known_and_accept_good_values():
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        config = load_config({'ssh_config': '~/ssh/cfg', 'ssh_alive_interval': 0.5, 'ssh_alive_count': 1,
+                              'ssh_connect_timeout': 2.5, 'agent_wait': 0})
+    assert config['ssh_config'] == os.path.expanduser('~/ssh/cfg')
+    assert (config['ssh_alive_interval'], config['ssh_alive_count'], config['ssh_connect_timeout'],
+            config['agent_wait']) == (0.5, 1, 2.5, 0)
+
+
+def test_a_missing_ssh_config_file_is_not_a_configuration_error(tmp_path):
+    assert load_config({'ssh_config': str(tmp_path / 'absent')})['ssh_config'] == str(tmp_path / 'absent')
+
+
+@pytest.mark.parametrize('key, value, expected', [
+    ('ssh_config', 5, 'a str or None'),
+    ('ssh_alive_interval', 0, 'a number > 0'),
+    ('ssh_alive_interval', -1, 'a number > 0'),
+    ('ssh_alive_interval', '5', 'a number > 0'),
+    ('ssh_alive_interval', True, 'a number > 0'),
+    ('ssh_alive_count', 0, 'an int >= 1'),
+    ('ssh_alive_count', 2.0, 'an int >= 1'),
+    ('ssh_connect_timeout', 0, 'a number > 0'),
+    ('ssh_connect_timeout', None, 'a number > 0'),
+    ('agent_wait', -0.1, 'a number >= 0'),
+    ('agent_wait', 'long', 'a number >= 0'),
+])
+def test_remote_host_keys_wrong_values_name_key_and_expected(key, value, expected):
+    with pytest.raises(ConfigError) as info:
+        load_config({key: value})
+    assert str(info.value) == f'configuration key {key!r}: expected {expected}, got {value!r} ({type(value).__name__})'
+
+
+FULL_HOST = {'host': 'h1.example', 'python': '/opt/venv/bin/python', 'env': {'PYTHONPATH': '/srv/lib', 'X': ''},
+             'workdir': '/srv/work', 'max_concurrent': 4}
+
+
+def test_hosts_take_str_destinations_and_mappings_of_host_keys():
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        config = load_config({'HOSTS': {'h1': FULL_HOST, 'h2': 'batch@h2.example', 'h3': {}}})
+    assert config['HOSTS'] == {'h1': FULL_HOST, 'h2': 'batch@h2.example', 'h3': {}}
+
+
+@pytest.mark.parametrize('entry, key, message', [
+    ({'pyhton': 'python3'}, 'HOSTS.h1.pyhton', 'is not known: a host takes env, host, max_concurrent, python, '
+                                               'workdir'),
+    ({'host': 'h', 'ports': 22}, 'HOSTS.h1.ports', 'is not known'),
+    ({'host': 5}, 'HOSTS.h1.host', 'must be a non-empty str'),
+    ({'host': ''}, 'HOSTS.h1.host', 'must be a non-empty str'),
+    ({'host': 'a\nb'}, 'HOSTS.h1.host', 'control character'),
+    ({'python': None}, 'HOSTS.h1.python', 'must be a non-empty str'),
+    ({'workdir': 3}, 'HOSTS.h1.workdir', 'must be a non-empty str'),
+    ({'max_concurrent': '2'}, 'HOSTS.h1.max_concurrent', 'expected an int'),
+    ({'max_concurrent': 1.5}, 'HOSTS.h1.max_concurrent', 'expected an int'),
+    ({'max_concurrent': True}, 'HOSTS.h1.max_concurrent', 'expected an int'),
+    ({'env': ['A=1']}, 'HOSTS.h1.env', 'expected a mapping'),
+    ({'env': {'A': 1}}, 'HOSTS.h1.env.A', 'expected a str without NUL'),
+    ({'env': {'A': 'x\0y'}}, 'HOSTS.h1.env.A', 'expected a str without NUL'),
+    ({'env': {'A=B': 'x'}}, 'HOSTS.h1.env.A=B', 'expected an environment variable name'),
+    ({'env': {'': 'x'}}, 'HOSTS.h1.env.', 'expected an environment variable name'),
+    ('', 'HOSTS.h1', 'must be a non-empty str'),
+    ('-oProxyCommand=x', 'HOSTS.h1', "starts with '-'"),
+    ({'host': '-oProxyCommand=x'}, 'HOSTS.h1.host', "starts with '-'"),
+    (None, 'HOSTS.h1', 'expected a str (the ssh destination) or a mapping of host settings'),
+    (['h1.example'], 'HOSTS.h1', 'expected a str (the ssh destination) or a mapping of host settings'),
+])
+def test_bad_host_entries_name_the_key_path(entry, key, message):
+    with pytest.raises(ConfigError) as info:
+        load_config({'HOSTS': {'h1': entry}})
+    assert str(info.value).startswith(f'configuration key {key!r}')
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize('name', [5, '', 'a\tb'])
+def test_bad_host_names_are_refused(name):
+    with pytest.raises(ConfigError, match=r"configuration key 'HOSTS\..*expected a host name"):
+        load_config({'HOSTS': {name: 'h.example'}})
+
+
+def test_host_entries_expand_like_other_values(monkeypatch):
+    monkeypatch.setenv('SEQ_TEST_LIB', '/srv/lib')
+    config = load_config({'HOSTS': {'h1': {'env': {'PYTHONPATH': '$SEQ_TEST_LIB:/x'}, 'host': '$[ssh_host]'}},
+                          'ssh_host': 'gateway'})
+    assert config['HOSTS']['h1'] == {'env': {'PYTHONPATH': '/srv/lib:/x'}, 'host': 'gateway'}
+
+
+def test_host_settings_of_a_full_entry():
+    config = load_config({'HOSTS': {'h1': FULL_HOST}})
+    assert host_settings('h1', config) == HostSettings(
+        name='h1', destination='h1.example', python='/opt/venv/bin/python',
+        env={'PYTHONPATH': '/srv/lib', 'X': ''}, workdir='/srv/work', max_concurrent=4)
+
+
+def test_host_settings_of_a_str_entry_is_its_destination():
+    config = load_config({'HOSTS': {'h2': 'batch@h2.example'}})
+    assert host_settings('h2', config) == HostSettings(name='h2', destination='batch@h2.example',
+                                                       python='python3', env={}, workdir=None, max_concurrent=None)
+
+
+@pytest.mark.parametrize('hosts', [{}, {'other': 'x'}, {'h': {}}, {'h': {'max_concurrent': None}}],
+                         ids=['no HOSTS', 'not listed', 'empty mapping', 'limit None'])
+def test_host_settings_defaults(hosts):
+    settings = host_settings('h', load_config({'HOSTS': hosts}))
+    assert settings == HostSettings(name='h', destination='h', python='python3', env={}, workdir=None,
+                                    max_concurrent=None)
+
+
+def test_host_settings_of_a_config_without_hosts_key():
+    assert host_settings('h', {}).destination == 'h'
+
+
+@pytest.mark.parametrize('limit, expected', [(0, None), (-1, None), (1, 1), (8, 8)])
+def test_host_settings_max_concurrent_below_one_means_no_limit(limit, expected):
+    config = load_config({'HOSTS': {'h': {'max_concurrent': limit}}})
+    assert host_settings('h', config).max_concurrent == expected
+
+
+def test_host_settings_destination_defaults_to_the_name_in_a_mapping():
+    assert host_settings('h', load_config({'HOSTS': {'h': {'python': 'python3.11'}}})).destination == 'h'
+
+
+def test_host_settings_are_frozen_hashable_and_own_their_env():
+    config = load_config({'HOSTS': {'h1': FULL_HOST}})
+    settings = host_settings('h1', config)
+    with pytest.raises(AttributeError):
+        settings.python = 'python2'
+    hash(settings)
+    settings.env['NEW'] = '1'
+    assert 'NEW' not in config['HOSTS']['h1']['env']
+    assert 'NEW' not in host_settings('h1', config).env
+
+
+def test_host_settings_of_an_unlisted_name_that_ssh_would_take_for_an_option():
+    with pytest.raises(ConfigError, match=r"'HOSTS\.-x\.host'.*starts with '-'"):
+        host_settings('-x', {})
+    assert host_settings('-x', {'HOSTS': {'-x': 'safe.example'}}).destination == 'safe.example'
+
+
+def test_host_settings_checks_an_unloaded_config_too():
+    with pytest.raises(ConfigError, match=r"'HOSTS\.h\.pyhton' is not known"):
+        host_settings('h', {'HOSTS': {'h': {'pyhton': 'python3'}}})
+    with pytest.raises(ConfigError, match='host name'):
+        host_settings('', {})

@@ -11,7 +11,7 @@ import sequent as seq
 from sequent.eventor import Eventor
 from sequent.eventor.conditions import And, Or, Ref
 from sequent.eventor.model import StepReplay, StepStatus, TaskConstruct
-from sequent.translate import describe, translate
+from sequent.translate import _step_hosts, describe, translate
 from sequent.tree import parse_requires
 
 S, F, C = seq.STEP_SUCCESS, seq.STEP_FAILURE, seq.STEP_COMPLETE
@@ -438,3 +438,288 @@ def test_translated_program_passes_engine_validation():
     a = flow.add_step('extra')
     flow.add_step('after', requires=seq.or_((a, C), (a, seq.STEP_ACTIVE)), delay=0.1)
     program(flow).validate()
+
+
+# ---------------------------------------------------------------------------- hosts (SPEC B6, issue 10)
+
+A, R = seq.STEP_ACTIVE, seq.STEP_READY
+
+
+def hosts_of(p):
+    """Each engine step's host names, as a tuple (empty: it runs on the flow's host)."""
+    return {s.name: _step_hosts(s) for s in p.step_list}
+
+
+def test_steps_without_hosts_get_no_host():
+    assert set(hosts_of(program(seed_flow()).program).values()) == {()}
+
+
+def test_processing_step_with_hosts_gets_them_as_a_tuple_in_order():
+    flow = new_flow()
+    flow.add_step('a', hosts=['h2', 'h1'])
+    flow.add_step('b', hosts='h3')
+    flow.add_step('c')
+    assert hosts_of(program(flow).program) == {'a': ('h2', 'h1'), 'b': ('h3',), 'c': ()}
+
+
+def test_processing_step_with_several_hosts_is_one_engine_step():
+    flow = new_flow()
+    a = flow.add_step('a', hosts=['h1', 'h2'])
+    flow.add_step('b', requires=((a, S),))
+    p = program(flow).program
+    assert [s.name for s in p.step_list] == ['a', 'b']
+    assert cond(p, 'b_start') == Ref('a_success')
+    assert 'step a [success->a_success] on h1, h2' in list(describe(program(flow)))
+
+
+def test_container_on_one_host_is_one_engine_container_whose_steps_inherit_it():
+    flow = new_flow()
+    box = flow.add_step('box', hosts=['h1'])
+    inner = box.add_step('inner')
+    inner.add_step('deep')
+    box.add_step('x')
+    flow.add_step('outside')
+    p = program(flow).program
+    assert hosts_of(p) == {'box': ('h1',), 'box_inner': ('h1',), 'box_inner_deep': ('h1',), 'box_x': ('h1',),
+                           'outside': ()}
+    assert p.steps['box'].starts == ('box_inner_start', 'box_x_start')
+
+
+def test_step_with_hosts_inside_a_container_without_hosts_keeps_its_own():
+    flow = new_flow()
+    box = flow.add_step('box')
+    box.add_step('x', hosts=['h1', 'h2'])
+    box.add_step('y')
+    assert hosts_of(program(flow).program) == {'box': (), 'box_x': ('h1', 'h2'), 'box_y': ()}
+
+
+def two_host_flow():
+    """s1 on h1 and h2 holding s11 (a container) and s12; s2 requires s1."""
+    flow = new_flow()
+    s1 = flow.add_step('s1', hosts=['h1', 'h2'], repeats=[1, 2], delay=0.5,
+                       config={'max_concurrent': 2})
+    s11 = s1.add_step('s11', repeats=[1, 2])
+    s111 = s11.add_step('s111', func=prog)
+    s11.add_step('s112', func=prog, requires=((s111, S),))
+    s1.add_step('s12', func=prog, requires=((s11, S),))
+    flow.add_step('s2', func=prog, requires=((s1, S),))
+    return flow
+
+
+def test_container_on_two_hosts_is_copied_once_per_host_with_prefixed_descendants():
+    p = program(two_host_flow()).program
+    assert [s.name for s in p.step_list] == [
+        's1@h1', 's1@h1_s11', 's1@h1_s11_s111', 's1@h1_s11_s112', 's1@h1_s12',
+        's1@h2', 's1@h2_s11', 's1@h2_s11_s111', 's1@h2_s11_s112', 's1@h2_s12', 's2']
+    assert hosts_of(p) == {
+        's1@h1': ('h1',), 's1@h1_s11': ('h1',), 's1@h1_s11_s111': ('h1',), 's1@h1_s11_s112': ('h1',),
+        's1@h1_s12': ('h1',),
+        's1@h2': ('h2',), 's1@h2_s11': ('h2',), 's1@h2_s11_s111': ('h2',), 's1@h2_s11_s112': ('h2',),
+        's1@h2_s12': ('h2',), 's2': ()}
+
+
+def test_copies_have_their_own_scopes_starts_events_and_conditions():
+    p = program(two_host_flow()).program
+    for h in ('h1', 'h2'):
+        c = f's1@{h}'
+        assert p.steps[c].is_container and p.steps[c].scope is None
+        assert p.steps[c].repeats == [1, 2]
+        assert p.steps[c].starts == (f'{c}_s11_start',)
+        assert p.steps[f'{c}_s11'].starts == (f'{c}_s11_s111_start',)
+        assert {s: p.steps[f'{c}_{s}'].scope for s in ('s11', 's12', 's11_s111', 's11_s112')} == {
+            's11': c, 's12': c, 's11_s111': f'{c}_s11', 's11_s112': f'{c}_s11'}
+        assert cond(p, f'{c}_s12_start') == Ref(f'{c}_s11_success')
+        assert cond(p, f'{c}_s11_s112_start') == Ref(f'{c}_s11_s111_success')
+        assert p.events[f'{c}_s11_success'].scope == c
+        assert p.steps[f'{c}_s11_s111'].func is prog
+        assert p.steps[f'{c}_s11'].config.max_concurrent == 2
+    program(two_host_flow()).validate()
+
+
+def test_copies_share_the_start_event_and_its_delay():
+    p = program(two_host_flow()).program
+    assert 's1@h1_start' not in p.events and cond(p, 's1_start') is None
+    assert [(a.target, a.delay) for a in p.assocs['s1_start']] == [('s1@h1', 0.5), ('s1@h2', 0.5)]
+    assert p.initial == [('s1_start', (1,))]
+
+
+def test_copies_of_a_container_inside_a_container_are_scoped_there():
+    flow = new_flow()
+    outer = flow.add_step('outer')
+    box = outer.add_step('box', hosts=['h1', 'h2'])
+    box.add_step('x')
+    outer.add_step('after', requires=((box, C),))
+    p = program(flow).program
+    assert [s.name for s in p.step_list] == ['outer', 'outer_box@h1', 'outer_box@h1_x', 'outer_box@h2',
+                                             'outer_box@h2_x', 'outer_after']
+    assert p.steps['outer_box@h2'].scope == 'outer' and p.steps['outer_box@h2_x'].scope == 'outer_box@h2'
+    assert p.steps['outer'].starts == ('outer_box_start',)
+    assert [a.target for a in p.assocs['outer_box_start']] == ['outer_box@h1', 'outer_box@h2']
+    assert hosts_of(p)['outer'] == () and hosts_of(p)['outer_box@h1_x'] == ('h1',)
+
+
+def test_success_of_a_copied_container_is_success_of_every_copy():
+    p = program(two_host_flow()).program
+    assert cond(p, 's2_start') == And((Ref('s1@h1_success'), Ref('s1@h2_success')))
+    assert {h: dict(p.steps[f's1@{h}'].triggers) for h in ('h1', 'h2')} == {
+        'h1': {S: ('s1@h1_success',)}, 'h2': {S: ('s1@h2_success',)}}
+    assert not [e for e in p.events if e.endswith(('_failure', '_ready', '_active'))]
+
+
+def copied_required_with(status):
+    flow = new_flow()
+    box = flow.add_step('box', hosts=['h1', 'h2', 'h3'])
+    box.add_step('x')
+    flow.add_step('after', requires=((box, status),))
+    return program(flow).program
+
+
+def test_complete_of_a_copied_container_is_every_copy_completed():
+    p = copied_required_with(C)
+    assert cond(p, 'after_start') == And(tuple(
+        Or((Ref(f'box@{h}_success'), Ref(f'box@{h}_failure'))) for h in ('h1', 'h2', 'h3')))
+    assert dict(p.steps['box@h3'].triggers) == {S: ('box@h3_success',), F: ('box@h3_failure',)}
+
+
+def test_failure_of_a_copied_container_is_every_copy_completed_and_one_failed():
+    p = copied_required_with(F)
+    hs = ('h1', 'h2', 'h3')
+    completed = tuple(Or((Ref(f'box@{h}_success'), Ref(f'box@{h}_failure'))) for h in hs)
+    assert cond(p, 'after_start') == And(completed + (Or(tuple(Ref(f'box@{h}_failure') for h in hs)),))
+    for h in hs:  # the failure is handled on every copy
+        assert dict(p.steps[f'box@{h}'].triggers) == {S: (f'box@{h}_success',), F: (f'box@{h}_failure',)}
+        assert p.steps[f'box@{h}'].handles_failure
+
+
+@pytest.mark.parametrize('status', [R, A], ids=['ready', 'active'])
+def test_ready_or_active_of_a_copied_container_is_any_copy_reaching_it(status):
+    p = copied_required_with(status)
+    name = status.name
+    assert cond(p, 'after_start') == Or(tuple(Ref(f'box@{h}_{name}') for h in ('h1', 'h2', 'h3')))
+    assert set(p.events) == {'box_start', 'box@h1_x_start', 'box@h2_x_start', 'box@h3_x_start', 'after_start',
+                             f'box@h1_{name}', f'box@h2_{name}', f'box@h3_{name}'}
+    assert not p.steps['box@h1'].handles_failure
+
+
+def test_copied_container_inside_or_and_with_other_requires():
+    flow = new_flow()
+    box = flow.add_step('box', hosts=['h1', 'h2'])
+    box.add_step('x')
+    a = flow.add_step('a')
+    flow.add_step('after', requires=seq.or_((box, S), (a, F)))
+    p = program(flow).program
+    assert cond(p, 'after_start') == Or((And((Ref('box@h1_success'), Ref('box@h2_success'))), Ref('a_failure')))
+
+
+def test_requires_of_a_copied_container_start_both_copies():
+    flow = new_flow()
+    a = flow.add_step('a')
+    box = flow.add_step('box', hosts=['h1', 'h2'], requires=((a, S),))
+    box.add_step('x')
+    p = program(flow).program
+    assert cond(p, 'box_start') == Ref('a_success')
+    assert [x.target for x in p.assocs['box_start']] == ['box@h1', 'box@h2']
+    assert p.initial == [('a_start', (1,))]
+
+
+def test_pools_of_a_copied_container_apply_to_each_copy():
+    pool = seq.ResourcePool('gpu', policy={'resource_limit': 4})
+    flow = new_flow()
+    box = flow.add_step('box', hosts=['h1', 'h2'], acquires=[(pool, 2)], releases=[(pool, 1)])
+    box.add_step('x')
+    p = program(flow).program
+    for name in ('box@h1', 'box@h2'):
+        assert p.steps[name].acquires == (('gpu', 2),) and p.steps[name].releases == (('gpu', 1),)
+    assert list(p.pools) == ['gpu']
+
+
+def test_copies_are_engine_names_only_the_flow_keeps_the_paths():
+    flow = two_host_flow()
+    program(flow)
+    assert flow.step_at('s1_s11_s111').path == 's1_s11_s111'
+    assert flow.step_at('s1@h1_s11') is None
+
+
+def test_describe_shows_hosts():
+    lines = list(describe(program(two_host_flow())))
+    assert 'container s1@h1 [success->s1@h1_success] on h1' in lines
+    assert 'step s1@h2_s11_s112 on h2' in lines
+    assert 'step s2' in lines
+
+
+def test_a_container_on_hosts_may_hold_no_step_with_hosts():
+    flow = new_flow()
+    box = flow.add_step('box', hosts=['h1'])
+    inner = box.add_step('inner')
+    with pytest.raises(seq.SequentError, match=r"step 'box_inner_x': Step ancestry has already assigned "
+                                               r"host \('box'\)"):
+        inner.add_step('x', hosts=['h1'])
+    assert not inner.children
+
+
+@pytest.mark.parametrize('hosts, message', [
+    (['h1', 'h1'], "host 'h1' is named twice"),
+    (['h1', 'h2', 'h1'], "host 'h1' is named twice"),
+    ([''], 'must be a non-empty str'),
+    ([5], 'must be a non-empty str'),
+    ([None], 'must be a non-empty str'),
+    (['h' * 256], 'the store keeps at most 255'),
+    (['h\x00'], 'NUL'),
+    (['h\n1'], 'control character'),
+    (['h\t1'], 'control character'),
+    (5, 'must be a list of host names'),
+], ids=['duplicate', 'duplicate later', 'empty', 'int', 'None', 'too long', 'NUL', 'newline', 'tab', 'not a list'])
+def test_bad_hosts_are_refused_naming_the_step(hosts, message):
+    flow = new_flow()
+    box = flow.add_step('box')
+    with pytest.raises(seq.SequentError, match=re.escape(message)) as info:
+        box.add_step('y', hosts=hosts)
+    assert "step 'box_y'" in str(info.value)
+
+
+def test_any_host_name_is_accepted_remote_ones_included():
+    flow = new_flow()
+    step = flow.add_step('a', hosts=['build-server.example.com', 'user@10.0.0.2', 'localhost'])
+    assert step.hosts == ('build-server.example.com', 'user@10.0.0.2', 'localhost')
+    assert flow.add_step('b', hosts=[]).hosts == ()
+    assert flow.add_step('c', hosts=iter(['h'])).hosts == ('h',)
+
+
+def test_copy_names_longer_than_the_store_keeps_are_refused_when_the_step_is_added():
+    flow = new_flow()
+    box = flow.add_step('box', hosts=['h1', 'h' * 250])
+    with pytest.raises(seq.SequentError, match=r"step 'box_x'.*runs a copy on each of its hosts.*at most 255"):
+        box.add_step('x')
+    assert not box.children
+    flow.add_step('other', hosts=['h' * 250]).add_step('x')  # one host: no copy, no longer name
+
+
+def test_copy_names_that_clash_are_refused_naming_the_step():
+    flow = new_flow()
+    box = flow.add_step('box', hosts=['a', 'a_x'])
+    box.add_step('x')  # box@a_x is both the step x of the copy on 'a' and the copy on 'a_x'
+    with pytest.raises(seq.SequentError, match=r"step 'box'.*box@a_x.*rename the host or the step"):
+        program(flow)
+
+
+def test_engine_gets_a_tuple_of_hosts_for_processing_steps_and_one_host_for_containers():
+    flow = two_host_flow()
+    flow.add_step('solo', hosts=['h3', 'h4'])
+    flow.add_step('one', hosts=['h5']).add_step('inside')
+    ev = Eventor(name='t', store=':memory:', config={'task_construct': 'thread'})
+    calls = []
+    for method in ('add_step', 'add_container'):
+        def spy(name, *args, _real=getattr(ev, method), _method=method, **kwargs):
+            calls.append((_method, name, kwargs.get('host')))
+            return _real(name, *args, **kwargs)
+        setattr(ev, method, spy)
+    translate(flow, ev)
+    assert calls == [
+        ('add_container', 's1@h1', 'h1'), ('add_container', 's1@h1_s11', 'h1'),
+        ('add_step', 's1@h1_s11_s111', ('h1',)), ('add_step', 's1@h1_s11_s112', ('h1',)),
+        ('add_step', 's1@h1_s12', ('h1',)),
+        ('add_container', 's1@h2', 'h2'), ('add_container', 's1@h2_s11', 'h2'),
+        ('add_step', 's1@h2_s11_s111', ('h2',)), ('add_step', 's1@h2_s11_s112', ('h2',)),
+        ('add_step', 's1@h2_s12', ('h2',)),
+        ('add_step', 's2', None), ('add_step', 'solo', ('h3', 'h4')),
+        ('add_container', 'one', 'h5'), ('add_step', 'one_inside', ('h5',))]

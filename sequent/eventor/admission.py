@@ -26,25 +26,49 @@ class Admission:
     """The queues of tasks waiting to start, and the counts and pools that gate them."""
 
     def __init__(self, executors: Mapping[TaskConstruct, Executor], pools: Mapping[str, PoolDef],
-                 max_concurrent: int, writer: RunWriter):
+                 max_concurrent: int, writer: RunWriter, remotes: Optional[Mapping[str, Executor]] = None):
         self.executors = executors
+        self.remotes = remotes or {}
+        self.everyone: list[Executor] = [*executors.values(), *self.remotes.values()]
         self.max_concurrent = max_concurrent if max_concurrent >= 1 else 0
         self.writer = writer
+        # where each step may run: the executors of its hosts in order (one, mostly)
+        self.placements: dict[StepDef, tuple[Executor, ...]] = {}
         # first come first served: tasks of steps with a limit of their own by step, the others in
-        # one queue per executor (a task waits there while its executor is at capacity; a round
-        # then looks at none of them)
-        self.queues: dict[Executor, deque[Task]] = {ex: deque() for ex in executors.values()}
+        # one queue per placement (a task waits there while every executor of it is at capacity;
+        # a round then looks at none of them)
+        self.queues: dict[tuple[Executor, ...], deque[Task]] = {}
         self.limited: dict[StepDef, deque[Task]] = {}
         self.wanting: list[Task] = []  # tasks waiting for resource pools, in arrival order
         self.available: dict[str, Optional[int]] = {
             name: (pool.limit if pool.limit >= 1 else None) for name, pool in pools.items()}
         self.running = 0
         self.running_by_step: dict[StepDef, int] = {}
-        self.running_in: dict[Executor, int] = {ex: 0 for ex in executors.values()}
+        self.running_in: dict[Executor, int] = {ex: 0 for ex in self.everyone}
 
-    def executor(self, step: StepDef) -> Executor:
-        """The executor that runs the step's tasks."""
-        return self.executors[step.config.task_construct]
+    def placement(self, step: StepDef) -> tuple[Executor, ...]:
+        """The executors that may run the step's tasks, in the order they are tried."""
+        found = self.placements.get(step)
+        if found is None:
+            remotes = self.remotes
+            if step.hosts and any(h in remotes for h in step.hosts):
+                local = self.executors.get(step.config.task_construct)
+                found = tuple(dict.fromkeys(ex for ex in (remotes.get(h, local) for h in step.hosts)
+                                            if ex is not None))
+            else:
+                found = (self.executors[step.config.task_construct],)
+            self.placements[step] = found
+        return found
+
+    def _free(self, placement: tuple[Executor, ...]) -> Optional[Executor]:
+        """The first executor of ``placement`` with room (a lost host only when no other has room)."""
+        fallback = None
+        for ex in placement:
+            if ex.capacity is None or self.running_in[ex] < ex.capacity:
+                if ex.alive:
+                    return ex
+                fallback = fallback or ex
+        return fallback
 
     # -- waiting --------------------------------------------------------------------------------
 
@@ -56,7 +80,11 @@ class Admission:
         elif step.config.max_concurrent >= 1:
             self.limited.setdefault(step, deque()).append(task)
         else:
-            self.queues[self.executor(step)].append(task)
+            placement = self.placement(step)
+            queue = self.queues.get(placement)
+            if queue is None:
+                queue = self.queues[placement] = deque()
+            queue.append(task)
 
     def held(self) -> Iterable[Task]:
         """Tasks held back by a limit the user set (a step's or, when set, the run's)."""
@@ -84,14 +112,16 @@ class Admission:
     def _full(self) -> bool:
         return bool(self.max_concurrent) and self.running >= self.max_concurrent
 
-    def _executor_full(self, ex: Executor) -> bool:
-        return ex.capacity is not None and self.running_in[ex] >= ex.capacity
-
     def _step_full(self, step: StepDef) -> bool:
         limit = step.config.max_concurrent
         if limit >= 1 and self.running_by_step.get(step, 0) >= limit:
             return True
-        return self._executor_full(self.executor(step))
+        return self._free(self.placement(step)) is None
+
+    @staticmethod
+    def _start_on(task: Task, ex: Optional[Executor], start: Callable[[Task], None]) -> None:
+        task.executor = ex
+        start(task)
 
     def dispatch(self, start: Callable[[Task], None], drop: Callable[[Task], None]) -> None:
         """Start waiting tasks in FIFO order as far as the limits and pools allow.
@@ -99,14 +129,17 @@ class Admission:
         ``start`` starts a task (a processing step or a container); ``drop`` forgets one whose
         iteration stopped while it waited for pools.
         """
-        for ex, queue in self.queues.items():
-            while queue and not self._full() and not self._executor_full(ex):
-                start(queue.popleft())
+        for placement, queue in self.queues.items():
+            while queue and not self._full():
+                ex = placement[0] if len(placement) == 1 and placement[0].capacity is None else self._free(placement)
+                if ex is None:
+                    break
+                self._start_on(queue.popleft(), ex, start)
         if self.limited:
             emptied = []
             for step, queue in self.limited.items():
                 while queue and not self._step_full(step) and not self._full():
-                    start(queue.popleft())
+                    self._start_on(queue.popleft(), self._free(self.placement(step)), start)
                 if not queue:
                     emptied.append(step)
             for step in emptied:
@@ -142,7 +175,7 @@ class Admission:
                     self.available[name] -= n
                 self.writer.hold(step.name, task.seq_str, name, n, now)
             task.holds = True
-            start(task)
+            self._start_on(task, None if step.is_container else self._free(self.placement(step)), start)
 
     @staticmethod
     def _inside_holder(task: Task) -> bool:
@@ -161,13 +194,13 @@ class Admission:
         """A processing task started: it counts against every limit until it ends."""
         self.running += 1
         self.running_by_step[task.step] = self.running_by_step.get(task.step, 0) + 1
-        self.running_in[self.executor(task.step)] += 1
+        self.running_in[task.executor] += 1
 
     def ended(self, task: Task) -> None:
         """A processing task ended: its limits are free again, and its pools given back."""
         self.running -= 1
         self.running_by_step[task.step] -= 1
-        self.running_in[self.executor(task.step)] -= 1
+        self.running_in[task.executor] -= 1
         self.give_back(task)
 
     def give_back(self, task: Task) -> None:

@@ -40,6 +40,35 @@ def find_run(store: Store, run_id: Optional[str], flow: str) -> str:
     return latest
 
 
+def wait_for_agents(store: Store, run_id: str, bound: float, log: logging.Logger) -> None:
+    """For a recovery: wait (at most ``bound`` seconds) while agents of the run's earlier attempts
+    still run tasks on remote hosts, so that what they finish is recorded before the recovery reads.
+
+    An agent counts while its heartbeat is fresh (see runlock.STALE_AFTER); after the bound, the
+    recovery decides from what is recorded, and a late end of an earlier attempt's task can no
+    longer change anything (its row is that attempt's, and fenced).
+    """
+    deadline = time.monotonic() + bound
+    announced = False
+    while True:
+        live = store.live_agents(run_id, runlock.STALE_AFTER)
+        if not live:
+            if announced:
+                log.info("The agents of run %r have ended", run_id)
+            return
+        hosts = ", ".join(sorted({row.host for row in live}))
+        if time.monotonic() >= deadline:
+            log.warning("Agents of run %r are still running on host(s) %s after %.0f s (agent_wait): recovering "
+                        "without waiting for them; what they still record is kept with their attempt", run_id,
+                        hosts, bound)
+            return
+        if not announced:
+            log.info("Waiting up to %.0f s (agent_wait) for agents of run %r still running tasks on host(s) %s",
+                     bound, run_id, hosts)
+            announced = True
+        time.sleep(0.25)
+
+
 def take_lock(store: Store, run_id: str, host: str, token: str, grace: float, log: logging.Logger) -> None:
     """Become the run's coordinator, or raise naming who is.
 

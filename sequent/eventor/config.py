@@ -14,14 +14,16 @@ import re
 import sys
 import warnings
 from collections.abc import Mapping
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
 
 import yaml
 
 from .errors import ConfigError, ConfigWarning
+from .text import name_problem
 
-__all__ = ['DEFAULTS', 'LOGGING_DEFAULTS', 'STEP_KEYS', 'load_config', 'validate_step_config', 'merge',
-           'permission_mode', 'caller_outside_package']
+__all__ = ['DEFAULTS', 'LOGGING_DEFAULTS', 'STEP_KEYS', 'HOST_KEYS', 'HostSettings', 'load_config',
+           'validate_step_config', 'merge', 'host_settings', 'permission_mode', 'caller_outside_package']
 
 #: The LOGGING section's defaults; the one source of ``logs.DEFAULTS`` too.
 LOGGING_DEFAULTS: dict = {
@@ -57,15 +59,19 @@ DEFAULTS: dict = {
     'sequence_arg_name': None,
     'pass_logger_to_task': False,
     'shared_db': False,  # accepted for compatibility, not used
-    'ssh_config': '~/.ssh/config',  # read by the remote hosts support (not yet)
+    'ssh_config': None,  # the ssh client's configuration file (ssh -F); None: ssh's own (~/.ssh/config ...)
     'ssh_host': None,  # accepted for compatibility, not used
     'ssh_port': 22,  # accepted for compatibility, not used
+    'ssh_alive_interval': 5,  # seconds between keepalives on an agent's ssh link
+    'ssh_alive_count': 3,  # keepalives left unanswered before an agent's link is declared dead
+    'ssh_connect_timeout': 10,  # seconds ssh waits for a host to accept the connection
+    'agent_wait': 60,  # seconds a recovery waits for agents of the run's earlier attempt still running
     'day_to_keep_db': 5,  # accepted for compatibility, not used
     'remote_method': 'ssh',  # accepted for compatibility, not used
     'busy_timeout': 10.0,  # seconds the store waits for a locked database before failing
     'store_mode': 0o600,  # permission bits of a new SQLite store file (less the umask)
     'DATABASES': {},
-    'HOSTS': {},  # read by the remote hosts support (not yet)
+    'HOSTS': {},  # host name -> ssh destination (str), or a mapping of HOST_KEYS: see host_settings()
     'LOGGING': LOGGING_DEFAULTS,  # shared, never changed: merge() copies it
 }
 
@@ -182,11 +188,66 @@ def _databases(value: Any, key: str) -> Mapping:
     return value
 
 
+#: The keys of a HOSTS entry given as a mapping (HostSettings tells what each means).
+HOST_KEYS: frozenset = frozenset({'host', 'python', 'env', 'workdir', 'max_concurrent'})
+
+
+def _name(value: Any, key: str) -> str:
+    """A name the store and ssh can take: a non-empty str without control characters."""
+    problem = name_problem(value, 'the value')
+    if problem:
+        raise ConfigError(f'configuration key {key!r}: {problem}')
+    return value
+
+
+def _env(value: Any, key: str) -> Mapping:
+    """Environment variables: names without '=' or NUL, str values without NUL."""
+    for name, text in _mapping(value, key).items():
+        if not isinstance(name, str) or not name or '=' in name or '\0' in name:
+            _fail(f'{key}.{name}', "an environment variable name (a non-empty str without '=')", name)
+        if not isinstance(text, str) or '\0' in text:
+            _fail(f'{key}.{name}', 'a str without NUL', text)
+    return value
+
+
+def _destination(value: Any, key: str) -> str:
+    """An ssh destination: a name, not starting with '-' (which ssh would take for an option)."""
+    if _name(value, key).startswith('-'):
+        raise ConfigError(f"configuration key {key!r}: the ssh destination {value!r} starts with '-'")
+    return value
+
+
+def _host_entry(entry: Any, key: str) -> Any:
+    """One HOSTS entry: an ssh destination, or a mapping of HOST_KEYS (an unknown key is an error)."""
+    if isinstance(entry, str):
+        return _destination(entry, key)
+    if not isinstance(entry, Mapping):
+        _fail(key, 'a str (the ssh destination) or a mapping of host settings', entry)
+    for name, value in entry.items():
+        sub = f'{key}.{name}'
+        if name not in HOST_KEYS:
+            raise ConfigError(f'configuration key {sub!r} is not known: a host takes '
+                              f"{', '.join(sorted(HOST_KEYS))}")
+        if name == 'env':
+            _env(value, sub)
+        elif name == 'max_concurrent':
+            if value is not None:
+                _int()(value, sub)
+        elif name == 'workdir':
+            if value is not None:
+                _name(value, sub)
+        elif name == 'host':
+            _destination(value, sub)
+        else:  # python
+            _name(value, sub)
+    return entry
+
+
 def _hosts(value: Any, key: str) -> Mapping:
-    for name, host in _mapping(value, key).items():
-        if not isinstance(name, str):
-            _fail(f'{key}.{name}', 'a str host tag', name)
-        _str(host, f'{key}.{name}')
+    for name, entry in _mapping(value, key).items():
+        if not isinstance(name, str) or name_problem(name, 'a host name'):
+            _fail(f'{key}.{name}', 'a host name (a non-empty str without control characters)', name)
+        _host_entry(entry, f'{key}.{name}')
     return value
 
 
@@ -195,6 +256,8 @@ _str_or_none = _check(lambda v: v is None or isinstance(v, str), 'a str or None'
 _bool = _check(lambda v: isinstance(v, bool), 'a bool')
 _number = _check(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0,
                  'a number >= 0')
+_positive = _check(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
+                   'a number > 0')
 _identifier = _check(
     lambda v: v is None or (isinstance(v, str) and v.isidentifier() and not keyword.iskeyword(v)),
     'a valid Python identifier or None')
@@ -212,9 +275,13 @@ SCHEMA: dict = {
     'sequence_arg_name': _identifier,
     'pass_logger_to_task': _bool,
     'shared_db': _bool,
-    'ssh_config': _str,
+    'ssh_config': _str_or_none,
     'ssh_host': _str_or_none,
     'ssh_port': _int(1, 65535),
+    'ssh_alive_interval': _positive,
+    'ssh_alive_count': _int(1),
+    'ssh_connect_timeout': _positive,
+    'agent_wait': _number,
     'day_to_keep_db': _int(),
     'remote_method': _str,
     'busy_timeout': _number,
@@ -410,3 +477,37 @@ def validate_step_config(config: Mapping | None, step_name: str) -> dict:
         return _validate(known, SCHEMA)
     except ConfigError as e:
         raise ConfigError(f'step {step_name!r}: {e}') from None
+
+
+# ----------------------------------------------------------------------------------- hosts
+
+@dataclass(frozen=True)
+class HostSettings:
+    """How to reach a host and run its agent: one ``HOSTS`` entry, normalised by :func:`host_settings`."""
+
+    name: str  #: the host name steps use in ``hosts=[...]``
+    destination: str  #: what ssh connects to (an ssh_config alias, ``host``, ``user@host``)
+    python: str = 'python3'  #: the interpreter that runs the agent on the host
+    env: dict = field(default_factory=dict, hash=False)  #: extra environment variables of the agent
+    workdir: Optional[str] = None  #: the agent's working folder (None: the ssh login's)
+    max_concurrent: Optional[int] = None  #: tasks at once on the host (None: no limit)
+
+
+def host_settings(name: str, config: Mapping) -> HostSettings:
+    """The settings of host ``name`` from ``config['HOSTS']``; a host not listed there has the defaults.
+
+    An entry is a str (the ssh destination) or a mapping with the optional keys ``host`` (the ssh
+    destination, default ``name``), ``python`` (default ``'python3'``), ``env`` (a mapping of str),
+    ``workdir`` and ``max_concurrent`` (below 1, or absent: no limit).
+    """
+    problem = name_problem(name, 'a host name')
+    if problem:
+        raise ConfigError(problem)
+    hosts = config.get('HOSTS') or {}
+    entry = _host_entry(hosts[name] if name in hosts else {'host': name}, f'HOSTS.{name}')
+    if isinstance(entry, str):
+        return HostSettings(name=name, destination=entry)
+    limit = entry.get('max_concurrent')
+    return HostSettings(name=name, destination=entry.get('host', name), python=entry.get('python', 'python3'),
+                        env=dict(entry.get('env') or {}), workdir=entry.get('workdir'),
+                        max_concurrent=limit if limit is not None and limit >= 1 else None)

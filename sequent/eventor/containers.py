@@ -39,6 +39,7 @@ class ContainerRuns:
 
     def _start_container(self, task: Task) -> None:
         task.started = self.now()
+        task.host = task.step.host  # recorded with it: a copy of a container on several hosts shows its own
         self._move(task, StepStatus.active)
         repeats = task.step.repeats
         try:

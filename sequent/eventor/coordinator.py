@@ -72,7 +72,8 @@ class Coordinator(ContainerRuns):
 
     def __init__(self, program: Program, writer: RunWriter, *, logger: logging.Logger, run_id: str,
                  recovery: int, envvar_prefix: str, max_concurrent: int, task_logger: Callable[[str, str], str],
-                 executors: Optional[Mapping[TaskConstruct, Executor]] = None, inbox: Optional[Inbox] = None,
+                 executors: Optional[Mapping[TaskConstruct, Executor]] = None,
+                 remotes: Optional[Mapping[str, Executor]] = None, inbox: Optional[Inbox] = None,
                  on_task_start: Callable[[str], None] = lambda name: None,
                  on_task_end: Callable[[str], None] = lambda name: None, max_loops: int = -1,
                  previous: Optional[Mapping[tuple[str, str], tuple[str, int]]] = None,
@@ -113,7 +114,7 @@ class Coordinator(ContainerRuns):
         self.seen: set[tuple[str, tuple]] = set()
         self.ids = itertools.count(1)
         self.ready: deque[Task] = deque()
-        self.admission = Admission(self.executors, program.pools, max_concurrent, writer)
+        self.admission = Admission(self.executors, program.pools, max_concurrent, writer, remotes)
         self.deadlock: Optional[str] = None
         self.running: dict[int, Task] = {}
         self.timers: list = []
@@ -129,7 +130,7 @@ class Coordinator(ContainerRuns):
     def run(self) -> RunEnd:
         """Run to the end; returns how it ended (never error: that is an exception)."""
         selector: Optional[selectors.BaseSelector] = None
-        watched = [ex for ex in self.executors.values() if ex.fileno() is not None]
+        watched = [ex for ex in self.admission.everyone if ex.fileno() is not None]
         if watched:  # else a blocking get on the inbox is all the waiting needed
             selector = selectors.DefaultSelector()
             selector.register(self.inbox.wake_on_put(), selectors.EVENT_READ, None)
@@ -211,7 +212,7 @@ class Coordinator(ContainerRuns):
             self.kill_at = self.mono() + self.grace
 
     def _signal_tasks(self, signum: int) -> None:
-        for ex in self.executors.values():
+        for ex in self.admission.everyone:
             ex.signal(signum)
 
     def _kill_overdue(self) -> None:
@@ -219,7 +220,7 @@ class Coordinator(ContainerRuns):
             return
         self.kill_at = None
         self._signal_tasks(signal.SIGKILL)
-        for task in [t for t in self.running.values() if self.admission.executor(t.step).unkillable()]:
+        for task in [t for t in self.running.values() if t.executor.unkillable()]:
             # threads cannot be killed: record them as given up and stop waiting for them
             self._finished(TaskOutcome.failed(task.id, "abandoned: still running when the run was interrupted"))
 
@@ -419,12 +420,15 @@ class Coordinator(ContainerRuns):
             self._fire_status(task, StepStatus.success)
 
     def _record(self, task: Task, **values: Any) -> None:
+        if task.host is not None:
+            values.setdefault("host", task.host)
         self.writer.task(task.step.name, task.seq_str, task.status.name, created=task.created,
                          started=task.started, new=not task.recorded, **values)
         task.recorded = True
 
     def _start(self, task: Task) -> None:
         task.started = self.now()
+        task.host = task.executor.host
         self.running[task.id] = task
         self.admission.started(task)
         self.to_launch.append(task)
@@ -442,9 +446,10 @@ class Coordinator(ContainerRuns):
         if task.id not in self.running:  # ended meanwhile (its executor refused it)
             return
         ctx = self._context(task)
-        self.on_task_start(ctx.logger_name)
+        if task.host is None:  # a remote task's log file is on its host
+            self.on_task_start(ctx.logger_name)
         self.log.debug("[ Task %s/%s ] Attempting to run", task.step.name, task.seq_str)
-        self.admission.executor(task.step).submit(task.id, task.step, ctx)
+        task.executor.submit(task.id, task.step, ctx)
 
     def _finished(self, outcome: TaskOutcome) -> None:
         task = self.running.pop(outcome.task_id, None)
@@ -456,11 +461,14 @@ class Coordinator(ContainerRuns):
             result = storable(result, RESULT_LIMIT)
             error = storable(error, ERROR_LIMIT)
             tb = storable(tb, TRACEBACK_LIMIT, keep_ends=True)
-        self.on_task_end(self.task_logger(task.step.name, task.seq_str))
+        if task.host is None:
+            self.on_task_end(self.task_logger(task.step.name, task.seq_str))
         status = StepStatus.success if outcome.status is OutcomeStatus.success else StepStatus.failure
         self.log.info("[ Task %s/%s ] Completed, status: %s", task.step.name, task.seq_str, status)
-        self._move(task, status, ended=outcome.ended, pid=outcome.pid, host=outcome.host,
-                   result=result or None, error=(error + ("\n" + tb if tb else "")) or None)
+        # a remote task's agent records its end itself; this write applies only if it could not
+        self._move(task, status, ended=outcome.ended, pid=outcome.pid, host=outcome.host or task.host,
+                   result=result or None, error=(error + ("\n" + tb if tb else "")) or None,
+                   fenced=task.host is not None)
         if status is StepStatus.failure:
             self._failed(task, error, tb)
         self._release(task.iteration)

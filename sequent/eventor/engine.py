@@ -190,21 +190,23 @@ class Eventor:
 
     def add_step(self, name: str, func: Optional[Callable] = None, args: Iterable = (),
                  kwargs: Optional[Mapping] = None, triggers: Optional[Mapping] = None,
-                 host: Optional[str] = None, acquires: Any = None, releases: Any = None,
+                 host: Union[str, Iterable[str], None] = None, acquires: Any = None, releases: Any = None,
                  recovery: Optional[Mapping] = None, config: Optional[Mapping] = None,
                  import_file: Optional[str] = None, import_module: Any = None,
                  *, scope: Optional[str] = None) -> StepDef:
         """Add a processing step: ``func(*args, **kwargs)`` runs once per sequence it is started at.
 
-        ``host``, ``import_module`` and ``import_file`` are accepted for compatibility and not used:
-        they are kept on the StepDef, every step runs on the run's host and ``func`` is called as given.
+        ``host`` is a host name or a list of them: each task runs on the first with room (a name
+        of this machine, or none, runs it here; others through an agent over SSH, see config
+        ``HOSTS``).  ``import_module`` and ``import_file`` are accepted for compatibility and not
+        used: ``func`` travels by reference and is imported where it runs.
         """
         self._check_new_step(name, scope)
         if func is not None and not callable(func):
             raise EventorError(f"step {name!r}: func must be callable, got {func!r}")
         step = StepDef(name=name, func=func, args=tuple(args), kwargs=dict(kwargs) if kwargs else _NO_KWARGS,
                        triggers=self._triggers(triggers, name), config=self._step_config(config, name),
-                       recovery=self._recovery(recovery, name), host=host, scope=scope,
+                       recovery=self._recovery(recovery, name), hosts=self._hosts(host, name), scope=scope,
                        **self._step_amounts(acquires, releases, name),
                        import_module=tuple(import_module) if import_module else None, import_file=import_file)
         return self.program.add_step(step)
@@ -217,8 +219,9 @@ class Eventor:
 
         An iteration ends when nothing started inside it is pending; a ``None`` item or the end
         of ``repeats`` ends the container.  Containers always replay in recovery.  ``starts`` may
-        also be given later with :meth:`set_starts`.  ``host`` is accepted for compatibility and
-        not used.
+        also be given later with :meth:`set_starts`.  ``host`` is recorded with its tasks (the
+        facade gives each copy of a container on several hosts its own); the container's steps
+        say where they run themselves.
         """
         self._check_new_step(name, scope)
         problem = repeats_problem(repeats)
@@ -226,9 +229,22 @@ class Eventor:
             raise EventorError(f"container {name!r}: {problem}")
         rerun = {status: StepReplay.rerun for status in DEFAULT_RECOVERY}
         step = StepDef(name=name, triggers=self._triggers(triggers, name), config=self._step_config(config, name),
-                       recovery=rerun, host=host, scope=scope, **self._step_amounts(acquires, releases, name),
+                       recovery=rerun, hosts=self._hosts(host, name), scope=scope,
+                       **self._step_amounts(acquires, releases, name),
                        is_container=True, repeats=repeats, starts=self._event_names(starts))
         return self.program.add_step(step)
+
+    @staticmethod
+    def _hosts(host: Union[str, Iterable[str], None], step: str) -> tuple[str, ...]:
+        """A step's host names as a tuple, each checked (none: it runs here)."""
+        if host is None:
+            return ()
+        names = (host,) if isinstance(host, str) else tuple(host)
+        for name in names:
+            problem = name_problem(name, "host") if isinstance(name, str) and name else "a host name must be a non-empty str"
+            if problem:
+                raise EventorError(f"step {step!r}: {problem} (got {name!r})")
+        return names
 
     def set_starts(self, container: StepRef, starts: Iterable[EventRef]) -> StepDef:
         """Say which events ``container`` fires at the start of each iteration, replacing those given before.
@@ -375,17 +391,23 @@ class Eventor:
         stop it the same way, ask running tasks to stop, record them, and are then re-raised.
         """
         self.validate()
+        from . import hosts as placing  # imported when a run starts
+
+        remote_names = placing.remote_hosts(self.program, self.host)
+        if remote_names:  # refused before anything starts: a store other hosts cannot reach, unsendable steps
+            placing.check_remote(self.program, remote_names, self.host, self._store_target())
         store: Optional[Store] = None
         locked: Optional[str] = None  # the lock's token, once taken
         lease: Optional[runlock.Lease] = None
         beat_conn = None
         logs: Optional[RunLogging] = None
-        from .executors import ExecutorSetup, make_executors  # imported when a run starts
+        from .executors import ExecutorSetup, RunInfo, make_executors  # imported when a run starts
 
         inbox = Inbox()
-        executors = make_executors(self.program.has_steps_of, ExecutorSetup(
+        executors = make_executors(self._local_constructs(remote_names), ExecutorSetup(
             name=self.name, steps=self.program.step_list, report=inbox.put,
             on_task_start=lambda name: logs.task_started(name) if logs is not None else None))
+        remotes = placing.remote_executors(remote_names, self.config, inbox.put) if remote_names else {}
         started: list = []  # the executors started, stopped in reverse order
         # executors start before the store is opened (and so before SQLAlchemy is even imported,
         # for a restart): one that forks then holds no database connection, and is small to fork from
@@ -408,9 +430,9 @@ class Eventor:
             logs = RunLogging(logger_name, self.config["LOGGING"])
             log = logs.start()
             log.info("Process PID: %s; run_id: '%s'.", os.getpid(), run_id)
-            for ex in executors.values():
-                ex.start()
+            for ex in [*executors.values(), *remotes.values()]:  # remote agents start side by side
                 started.append(ex)
+                ex.start()
             doing = "opening it"
             store = store.open() if store is not None else self._open_store()
             target = store.target
@@ -420,11 +442,21 @@ class Eventor:
             attempts.take_lock(store, self.run_id, self.host, token, float(self.config["shutdown_grace"]), log)
             locked = token
             runlock.ACTIVE.add(run_id)
+            if self.run_mode is not RunMode.restart and store.version >= 2:
+                doing = "waiting for the agents of earlier attempts"
+                attempts.wait_for_agents(store, run_id, float(self.config.get("agent_wait", 60.0)), log)
             doing = "reading the run"
             self.recovery, previous, previous_delays, based_on = attempts.prepare(
                 store, run_id=run_id, flow=self.name, mode=self.run_mode, recovery_run=self.recovery_run,
                 shape=self._shape())
             log.info("Eventor store file: %s", target.display)
+            if remotes:  # every agent checks its versions and reaches the store before anything is recorded
+                doing = "starting the remote agents"
+                run_info = RunInfo(target=target, busy_timeout=store.busy_timeout, run_id=run_id,
+                                   recovery=self.recovery, logger_name=logger_name, logging=logs.settings,
+                                   grace=float(self.config["shutdown_grace"]))
+                for ex in remotes.values():
+                    ex.bind(run_info)
             if self.recovery:
                 log.info("Recovering run %r: attempt %d, compared with attempt %d", run_id, self.recovery, based_on)
             doing = "recording the attempt's start"
@@ -439,7 +471,7 @@ class Eventor:
                 recovery=self.recovery, envvar_prefix=self.config["envvar_prefix"],
                 max_concurrent=self.config["max_concurrent"],
                 task_logger=lambda step, seq: task_logger_name(logger_name, step, seq),
-                executors=executors, inbox=inbox, on_task_start=logs.task_started, on_task_end=logs.task_ended,
+                executors=executors, remotes=remotes, inbox=inbox, on_task_start=logs.task_started, on_task_end=logs.task_ended,
                 max_loops=max_loops, previous=previous, previous_delays=previous_delays,
                 grace=float(self.config["shutdown_grace"]))
             if not store.is_memory:  # nobody else can reach an in-memory store, so it needs no lease
@@ -514,11 +546,22 @@ class Eventor:
         """The flow's shape as stored with each attempt: [step, container, kind] per step."""
         return [[s.name, s.scope, "container" if s.is_container else "step"] for s in self.program.step_list]
 
+    def _local_constructs(self, remote_names: list[str]) -> set[TaskConstruct]:
+        """The task constructs of the processing steps that may run here (all, without remote hosts)."""
+        if not remote_names:
+            return self.program.has_steps_of
+        remote = set(remote_names)
+        return {s.config.task_construct for s in self.program.step_list
+                if not s.is_container and (not s.hosts or any(h not in remote for h in s.hosts))}
+
+    def _store_target(self) -> Any:
+        """Where the run's store is (resolved, not opened)."""
+        return resolve_store(self.store, self.config.get("DATABASES") or {}, default_store_path(self.program_file))
+
     def _open_store(self) -> Store:
         from .store import Store  # SQLAlchemy is imported here, when a run starts
 
-        return Store(resolve_store(self.store, self.config.get("DATABASES") or {},
-                                   default_store_path(self.program_file)),
+        return Store(self._store_target(),
                      busy_timeout=float(self.config.get("busy_timeout", 10.0)),
                      mode=int(self.config.get("store_mode", 0o600))).open()
 

@@ -57,11 +57,14 @@ class ProcessLauncher:
     are serialized by a lock, but the class is meant for one coordinating thread.
     """
 
-    def __init__(self, run_child: RunChild, *, name: str = 'sequent-launcher') -> None:
+    def __init__(self, run_child: RunChild, *, name: str = 'sequent-launcher',
+                 private_fds: tuple[int, ...] = ()) -> None:
         """``run_child(step_index, sequence, payload)`` runs in the task child and returns
-        ``(status, result_text, error_text, traceback_text)``, status ``'success'``/``'failure'``."""
+        ``(status, result_text, error_text, traceback_text)``, status ``'success'``/``'failure'``.
+        ``private_fds`` are closed in the keeper at once, so no task inherits them (an agent's channel)."""
         self._run_child = run_child
         self._name = name
+        self._private_fds = tuple(private_fds)
         self._lock = threading.RLock()
         self._sock: socket.socket | None = None
         self._keeper: int | None = None       # the keeper's pid: the launcher's parent, our child
@@ -106,6 +109,7 @@ class ProcessLauncher:
                 try:
                     mine.close()
                     os.close(report_r)
+                    close_quietly(list(self._private_fds))
                 finally:
                     keeper_main(theirs, report_w, self._run_child, mask, _USE_PIDFD)
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)

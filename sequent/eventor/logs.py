@@ -53,6 +53,11 @@ def set_task_label(label: str | None) -> contextvars.Token:
     return _task_label.set(label)
 
 
+def current_task_label() -> str | None:
+    """The label `set_task_label` gave this context, if any."""
+    return _task_label.get()
+
+
 def reset_task_label(token: contextvars.Token) -> None:
     """Restore the task label that was current before the matching `set_task_label`."""
     _task_label.reset(token)
@@ -76,7 +81,8 @@ class LineFormatter(logging.Formatter):
         super().__init__(fmt, datefmt)
 
     def format(self, record: logging.LogRecord) -> str:
-        record.host = HOST
+        if not getattr(record, 'host', None):  # a record relayed from a remote host keeps its host
+            record.host = HOST
         label = _task_label.get()
         if label:
             record.processName = label
@@ -490,6 +496,29 @@ class RunLogging:
             logger.addHandler(handler)
         self._handlers, self._logger = handlers, logger
         return logger
+
+    def start_on_agent(self, forward: logging.Handler) -> logging.Logger:
+        """On a remote host's agent: task files on this host, and every record sent on by
+        ``forward`` (to the coordinator's run log); no console and no run file here."""
+        if self._logger is not None:
+            return self._logger
+        tasks = _TaskFileHandler(self.settings['encoding'], self.file_perm)
+        _claim_loggers(self.logger_name)
+        logger = logging.getLogger(self.logger_name)
+        logger.setLevel(self.level)
+        logger.propagate = False
+        fmt = LINE_FORMAT + DEBUG_SUFFIX if self.level <= logging.DEBUG else LINE_FORMAT
+        for handler in (tasks, forward):
+            handler.setLevel(self.level)
+            handler.setFormatter(LineFormatter(fmt))
+            logger.addHandler(handler)
+        self._tasks = tasks
+        self._handlers, self._logger = [tasks, forward], logger
+        return logger
+
+    def make_logdir(self) -> None:
+        """Create the log folder (with its configured mode) if it is missing."""
+        _make_dirs(self.logdir, self.dir_perm)
 
     def task_started(self, task_logger: str) -> None:
         """Route the records of `task_logger` (and its children) to the task's own file too."""

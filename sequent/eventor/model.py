@@ -200,7 +200,7 @@ class StepDef:
     triggers: Mapping[StepStatus, tuple[str, ...]] = field(default_factory=dict)
     config: StepConfig = field(default_factory=StepConfig)
     recovery: Mapping[StepStatus, StepReplay] = field(default_factory=lambda: dict(DEFAULT_RECOVERY))
-    host: Optional[str] = None  # carried for compatibility, not used: every step runs on the run's host
+    hosts: tuple[str, ...] = ()  # where it may run, by name: the first with room (none: here)
     acquires: tuple[tuple[str, int], ...] = ()  # (pool, count): all taken at once before the start
     releases: Optional[tuple[tuple[str, int], ...]] = None  # given back at the end; None: as acquired
     scope: Optional[str] = None  # the container this step belongs to (None: the root)
@@ -212,6 +212,11 @@ class StepDef:
     import_module: Optional[tuple[str, ...]] = None
     import_file: Optional[str] = None
     index: int = -1  # position in the program, set when added
+
+    @property
+    def host(self) -> Optional[str]:
+        """The first host it may run on (None: the coordinator's)."""
+        return self.hosts[0] if self.hosts else None
 
     @property
     def handles_failure(self) -> bool:

@@ -43,7 +43,7 @@ class Task:
     """A step at a sequence, in this attempt."""
 
     __slots__ = ("id", "step", "seq", "seq_str", "iteration", "status", "created", "started", "recorded",
-                 "iterator", "iterations", "current", "holds")
+                 "iterator", "iterations", "current", "holds", "executor", "host")
 
     def __init__(self, id: int, step: StepDef, seq: tuple, iteration: Iteration, now: float):
         self.id = id
@@ -60,6 +60,8 @@ class Task:
         self.iterations = 0  # started so far
         self.current: Optional[Iteration] = None
         self.holds = False  # holds resources it has not given back yet
+        self.executor = None  # what runs it, once it started (processing steps)
+        self.host: Optional[str] = None  # where it runs, when not here (a container: its copy's host)
 
     def __repr__(self) -> str:
         return (f"<Task(id='{self.id}', step_id='{self.step.name}', sequence='{self.seq_str}', "

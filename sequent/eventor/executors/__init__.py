@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from ..model import StepDef, TaskConstruct
-from .base import Executor, Report
+from .base import Executor, Report, RunInfo
 from .local import MAX_THREADS, InvokeExecutor, ThreadExecutor
 from .process import ProcessExecutor
 
-__all__ = ["Executor", "ExecutorSetup", "InvokeExecutor", "MAX_THREADS", "ProcessExecutor", "ThreadExecutor",
-           "make_executors"]
+__all__ = ["Executor", "ExecutorSetup", "InvokeExecutor", "MAX_THREADS", "ProcessExecutor", "RunInfo",
+           "ThreadExecutor", "make_executors"]
 
 
 @dataclass(frozen=True)

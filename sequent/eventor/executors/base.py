@@ -10,7 +10,8 @@ by making :meth:`Executor.fileno` readable, after which the coordinator calls
 from __future__ import annotations
 
 import abc
-from typing import Callable, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional
 
 from ..context import TaskContext
 from ..model import StepDef, TaskConstruct
@@ -20,11 +21,24 @@ from ..outcome import TaskOutcome
 Report = Callable[[TaskOutcome], None]
 
 
+@dataclass(frozen=True)
+class RunInfo:
+    """The attempt an executor's tasks belong to, known once the run's lock is taken (see bind)."""
+
+    target: Any  # the store's StoreTarget: where agents record their tasks
+    busy_timeout: float
+    run_id: str
+    recovery: int
+    logger_name: str  # the flow logger's name
+    logging: Mapping[str, Any]  # the LOGGING settings
+    grace: float  # shutdown_grace
+
+
 class Executor(abc.ABC):
     """Runs tasks of one construct for one run.
 
-    Life: :meth:`start` once (before the store is opened when :attr:`forks`), then any number of
-    :meth:`submit`, :meth:`signal` and :meth:`kill`, then :meth:`stop`.
+    Life: :meth:`start` once (before the store is opened when :attr:`forks`), :meth:`bind` once
+    the attempt is known, then any number of :meth:`submit` and :meth:`signal`, then :meth:`stop`.
     """
 
     #: The construct whose tasks it runs.
@@ -33,9 +47,15 @@ class Executor(abc.ABC):
     capacity: Optional[int] = None
     #: It forks processes: it must start before the store (and its connections) exist.
     forks: bool = False
+    #: The host its tasks run on, as the flow names it (None: this one).  A remote executor's tasks
+    #: keep their log files on their host, and their ends are recorded there too (fenced).
+    host: Optional[str] = None
 
     def start(self) -> None:
         """Get ready to run tasks."""
+
+    def bind(self, run: RunInfo) -> None:
+        """Learn the attempt its tasks belong to, before any task starts; raises when it cannot serve it."""
 
     @abc.abstractmethod
     def submit(self, task_id: int, step: StepDef, ctx: TaskContext) -> None:

@@ -1,0 +1,350 @@
+"""The agent: runs one attempt's tasks on a remote host, for the coordinator that started it over SSH.
+
+Started by :data:`sequent.eventor.ssh.BOOTSTRAP` (``python -c``), it speaks length-prefixed pickles
+(:mod:`.wire`) on the session's standard input and output:
+
+====================================  ==========================================================
+coordinator to agent                  agent to coordinator
+====================================  ==========================================================
+``("hello", versions)``               ``("hello", versions, problem)``: a problem ends the agent
+``("run", settings)``                 ``("ready", hostname)`` or ``("error", text)``
+``("task", id, step, seq, ctx, blob)``  ``("done", outcome fields)`` once it ended and was recorded
+``("signal", signum)``                ``("log", record)``: every record of a task, for the run log
+``("ping",)`` (the link is alive)
+end of file: finish
+====================================  ==========================================================
+
+Each task runs as a local process task does, in its own process group forked by a
+:class:`~.launcher.ProcessLauncher`, with the same environment, logger and line format; its log
+file is on this host.  The agent records each task's end in the shared store *before* it replies,
+with a write that applies only while the task is still active (the first final write wins), so a
+task that ends after the coordinator died is still recorded.  At end of file, or when the link
+stays silent, it starts nothing more, lets running tasks end, records them, and exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import platform
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import Any, Optional
+
+from . import runlock, wire
+from .context import TaskContext
+from .logs import HOST, RunLogging, current_task_label
+from .model import StepConfig, StepDef
+from .outcome import OutcomeStatus, TaskOutcome
+from .runners import Outcome, run_step
+
+#: The largest log record sent on whole; a longer message is cut (a datagram has a size limit).
+RECORD_LIMIT = 60_000
+
+
+def versions() -> dict[str, Optional[str]]:
+    """What must match between a coordinator and its agents: Python (major.minor), sequent, SQLAlchemy."""
+    from .._version import __version__
+
+    try:
+        import sqlalchemy
+        sa_version: Optional[str] = sqlalchemy.__version__
+    except ImportError:
+        sa_version = None
+    return {"python": platform.python_version(), "sequent": __version__, "sqlalchemy": sa_version,
+            "executable": sys.executable}
+
+
+def _minor(version: Optional[str]) -> Optional[str]:
+    return ".".join(version.split(".")[:2]) if version else version
+
+
+def version_problem(mine: dict, theirs: dict) -> Optional[str]:
+    """Why this agent cannot work for a coordinator with ``theirs`` versions (None: it can)."""
+    if mine["sqlalchemy"] is None:
+        return f"SQLAlchemy is not installed for {mine['executable']} there (pip install sequent on that host)"
+    for key, name, same in (("python", "Python", _minor), ("sequent", "sequent", str),
+                            ("sqlalchemy", "SQLAlchemy", _minor)):
+        if same(mine[key]) != same(theirs[key]):
+            return (f"version mismatch: {name} {mine[key]} there ({mine['executable']}), {theirs[key]} on the "
+                    f"coordinator; install the same versions on every host")
+    return None
+
+
+class _Forward(logging.Handler):
+    """Sends each record, formatted to plain data, to the agent as one datagram (tasks and agent alike)."""
+
+    def __init__(self, sock: socket.socket):
+        super().__init__()
+        self.sock = sock
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            data = dict(record.__dict__)
+            data["msg"] = record.getMessage()[:RECORD_LIMIT]
+            data["args"] = None
+            if record.exc_info:
+                data["exc_text"] = self.formatter.formatException(record.exc_info) if self.formatter else None
+            data["exc_info"] = None
+            data["host"] = HOST
+            label = current_task_label()
+            if label:
+                data["processName"] = label
+            self.sock.send(pickle.dumps(data, wire.PROTOCOL))
+        except Exception:
+            self.handleError(record)
+
+
+def _run_child(step_index: int, sequence: tuple, payload: dict) -> Outcome:
+    """In the task process: the task's environment and log file, then its function (loaded here, so
+    a function that cannot be imported on this host is the task's failure, with its traceback)."""
+    ctx: TaskContext = payload["ctx"]
+    os.environ.update(ctx.env)
+    _AGENT_LOGS.task_started(ctx.logger_name)
+    spec = pickle.loads(payload["blob"])
+    step = StepDef(name=ctx.step, func=spec["func"], args=spec["args"], kwargs=spec["kwargs"],
+                   config=StepConfig(sequence_arg_name=spec["sequence_arg_name"],
+                                     pass_logger_to_task=spec["pass_logger_to_task"]))
+    return run_step(step, ctx)
+
+
+_AGENT_LOGS: Any = None  # the agent's RunLogging, inherited by its task processes
+
+
+class Agent:
+    """One agent process: its channel to the coordinator, its launcher and its store connection."""
+
+    def __init__(self, in_fd: int, out_fd: int):
+        self.in_fd, self.out_fd = in_fd, out_fd
+        self.inbuf = bytearray()
+        self.eof = False
+        self.link_ok = True  # False once the coordinator stopped answering (or hung up)
+        self.running: dict[int, tuple[str, str]] = {}  # task id -> (step, sequence)
+        self.launcher: Any = None
+        self.store: Any = None
+        self.token = f"{HOST}:{os.getpid()}:{time.time():.6f}"
+        self.log: logging.Logger = logging.getLogger("sequent.agent")
+        self.settings: dict = {}
+        self.beat_stop = threading.Event()
+        self.beat_thread: Optional[threading.Thread] = None
+        self.log_r: Optional[socket.socket] = None
+
+    # -- the channel ----------------------------------------------------------------------------
+
+    def send(self, message: Any) -> None:
+        """Send a frame to the coordinator; a closed link is noted (what is recorded stays recorded)."""
+        if not self.link_ok:
+            return
+        try:
+            wire.write_all(self.out_fd, wire.encode(message))
+        except OSError:  # the coordinator is gone: go on without it
+            self.link_ok = False
+
+    def receive(self, timeout: Optional[float]) -> list:
+        """Frames that arrived within ``timeout`` (end of file sets ``eof``)."""
+        ready, _, _ = select.select([self.in_fd], [], [], timeout)
+        if not ready:
+            return []
+        chunk = os.read(self.in_fd, wire.CHUNK)
+        if not chunk:
+            self.eof = True
+            return []
+        self.inbuf += chunk
+        return wire.take_messages(self.inbuf)
+
+    def first_frame(self, kind: str) -> Any:
+        """Block until the next frame; None at end of file."""
+        while not self.eof:
+            frames = self.receive(None)
+            if frames:
+                frame = frames[0]
+                self.pending = frames[1:]
+                return frame if frame[0] == kind else None
+        return None
+
+    # -- the steps of its life -------------------------------------------------------------------
+
+    def serve(self) -> int:
+        self.pending: list = []
+        hello = self.first_frame("hello")
+        if hello is None:
+            return 0
+        mine = versions()
+        problem = version_problem(mine, hello[1])
+        self.send(("hello", {**mine, "hostname": HOST, "pid": os.getpid()}, problem))
+        if problem:
+            return 0
+        run = self.first_frame("run")
+        if run is None:
+            return 0
+        try:
+            self.begin(run[1])
+        except Exception as exc:
+            self.send(("error", f"{type(exc).__name__}: {exc}"))
+            self.finish()
+            return 0
+        self.send(("ready", HOST))
+        try:
+            self.loop()
+        finally:
+            self.finish()
+        return 0
+
+    def begin(self, settings: dict) -> None:
+        """Logging, the launcher (forked before any database connection), then the store."""
+        global _AGENT_LOGS
+        self.settings = settings
+        self.log_r, log_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        logs = RunLogging(settings["logger_name"], settings["logging"])
+        logs.make_logdir()
+        self.log = logs.start_on_agent(_Forward(log_w))
+        _AGENT_LOGS = logs
+        from .launcher import ProcessLauncher
+
+        self.launcher = ProcessLauncher(_run_child, name=f"sequent-agent-{settings['host']}",
+                                        private_fds=(self.in_fd, self.out_fd, self.log_r.fileno()))
+        self.launcher.start()
+        from .store import Store
+
+        self.store = Store(settings["target"], busy_timeout=settings["busy_timeout"]).open()
+        self.store.agent_started(token=self.token, run_id=settings["run_id"], recovery=settings["recovery"],
+                                 host=settings["host"], hostname=HOST, pid=os.getpid())
+        beat_conn = self.store.connect()
+        self.beat_thread = threading.Thread(target=self._beat, args=(beat_conn,), daemon=True,
+                                            name="sequent-agent-heartbeat")
+        self.beat_thread.start()
+
+    def _beat(self, conn: Any) -> None:
+        try:
+            while not self.beat_stop.wait(runlock.HEARTBEAT_EVERY):
+                try:
+                    self.store.agent_beat(conn, self.token)
+                except Exception as exc:  # the store is away for now: beat again later
+                    self.log.warning("agent on %s: heartbeat failed: %s", HOST, exc)
+        finally:
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+    def loop(self) -> None:
+        """Serve frames and task ends until the coordinator is gone and no task runs."""
+        silent_for = float(self.settings["link_timeout"])
+        heard = time.monotonic()
+        frames, self.pending = self.pending, []
+        while True:
+            for frame in frames:
+                heard = time.monotonic()
+                self.handle(frame)
+            if self.eof or not self.link_ok:
+                if not self.running:
+                    return
+            elif time.monotonic() - heard > silent_for:
+                self.log.warning("agent on %s: nothing heard from the coordinator for %.0f s: starting nothing "
+                                 "more; running tasks finish and are recorded", HOST, silent_for)
+                self.link_ok = False
+            watch = [self.launcher.fileno(), self.log_r.fileno()]
+            if not (self.eof or not self.link_ok):
+                watch.append(self.in_fd)
+            ready, _, _ = select.select(watch, [], [], 1.0)
+            frames = []
+            if self.in_fd in ready:
+                frames = self.receive(0)
+            if self.launcher.fileno() in ready or not self.launcher.alive:
+                for outcome in self.launcher.collect():
+                    self.ended(outcome)
+                if not self.launcher.alive and self.running:
+                    for task_id in list(self.running):
+                        self.ended(TaskOutcome.failed(task_id, "the agent's task launcher died"))
+            if self.log_r.fileno() in ready:
+                self.relay_logs()
+
+    def handle(self, frame: tuple) -> None:
+        kind = frame[0]
+        if kind == "task":
+            _, task_id, step, seq, ctx, blob = frame
+            self.running[task_id] = (step, seq)
+            logfile = _AGENT_LOGS.task_log_path(ctx.logger_name)
+            try:
+                self.store.claim_task(self.settings["run_id"], self.settings["recovery"], step, seq,
+                                      owner=self.token, pid=None, logfile=logfile)
+            except Exception as exc:  # recorded at its end, or failed then if the store stays away
+                self.log.warning("agent on %s: could not record that it runs %s/%s: %s", HOST, step, seq, exc)
+            self.launcher.launch(task_id, 0, (), {"ctx": ctx, "blob": blob})
+        elif kind == "signal":
+            if self.launcher.running:
+                self.launcher.signal_tasks(frame[1])
+        # "ping" only says the link is alive
+
+    def ended(self, outcome: TaskOutcome) -> None:
+        """Record a task's end in the store (fenced), then tell the coordinator."""
+        key = self.running.pop(outcome.task_id, None)
+        if key is None:
+            return
+        step, seq = key
+        status = "success" if outcome.status is OutcomeStatus.success else "failure"
+        error = (outcome.error + ("\n" + outcome.traceback if outcome.traceback else "")) or None
+        recorded = False
+        for attempt in range(3):
+            try:
+                recorded = self.store.finish_task(
+                    self.settings["run_id"], self.settings["recovery"], step, seq, status=status,
+                    ended=outcome.ended, pid=outcome.pid, host=self.settings["host"],
+                    result=outcome.result or None, error=error)
+                if not recorded:
+                    self.log.warning("[ Task %s/%s ] its end (%s) came after the task was ended elsewhere: "
+                                     "discarded (the first recorded end stands)", step, seq, status)
+                break
+            except Exception as exc:
+                self.log.error("agent on %s: could not record the end of %s/%s (try %d): %s",
+                               HOST, step, seq, attempt + 1, exc)
+                time.sleep(1.0)
+        outcome.host = self.settings["host"]
+        self.send(("done", {name: getattr(outcome, name) for name in TaskOutcome.__slots__}, recorded))
+
+    def relay_logs(self) -> None:
+        assert self.log_r is not None
+        while True:
+            try:
+                data = self.log_r.recv(1 << 20, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            try:
+                self.send(("log", pickle.loads(data)))
+            except Exception:  # a record that does not load is dropped, never the agent
+                pass
+
+    def finish(self) -> None:
+        """Stop the launcher (tasks ended by now, or stopped), record the agent's end, close."""
+        if self.launcher is not None:
+            for outcome in self.launcher.stop(grace=float(self.settings.get("grace", 10.0))):
+                self.ended(outcome)
+        if self.log_r is not None:
+            self.relay_logs()
+        self.beat_stop.set()
+        if self.beat_thread is not None:
+            self.beat_thread.join(5.0)
+        if self.store is not None:
+            try:
+                self.store.agent_ended(self.token)
+            except Exception as exc:
+                self.log.warning("agent on %s: could not record its end: %s", HOST, exc)
+            self.store.close()
+
+
+def main() -> None:
+    """Entry point (from the bootstrap): keep the channel to ourselves, then serve."""
+    in_fd, out_fd = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)  # a task reading stdin reads nothing, never the channel
+    os.dup2(2, 1)  # what a task prints goes to the session's stderr, never into the channel
+    os.close(devnull)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator stops tasks through frames
+    code = Agent(in_fd, out_fd).serve()
+    sys.stdout.flush()
+    sys.exit(code)

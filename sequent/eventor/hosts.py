@@ -1,0 +1,65 @@
+"""Where steps run: the remote hosts a program names, the checks a run makes before anything
+starts, and one :class:`~.executors.remote.RemoteExecutor` per remote host.
+
+A step runs on the first of its hosts with room.  A name of this machine (``localhost``, its host
+name, or the run's ``host``) runs the step here; any other name is a remote host, reached over SSH
+as configured in ``HOSTS``.  A run with remote hosts needs a store every host reaches (PostgreSQL),
+and steps whose function and arguments can be sent there: both are checked before anything starts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from . import config as _config
+from .errors import EventorError
+from .model import Program
+
+
+def remote_hosts(program: Program, own: str) -> list[str]:
+    """The remote hosts the program's processing steps name, in first-use order."""
+    from .executors.remote import is_local
+
+    seen: dict[str, None] = {}
+    for step in program.step_list:
+        if not step.is_container:
+            for host in step.hosts:
+                if host not in seen and not is_local(host, own):
+                    seen[host] = None
+    return list(seen)
+
+
+def check_remote(program: Program, hosts: list[str], own: str, target: Any) -> None:
+    """Refuse, before anything starts, a run that remote hosts could not serve."""
+    from .executors.remote import is_local, sendable_problem
+
+    if target.is_sqlite:
+        where = "an in-memory SQLite store (':memory:')" if target.is_memory else f"SQLite store {target.display}"
+        raise EventorError(
+            f"steps run on remote host(s) {', '.join(repr(h) for h in hosts)}, but the store is {where}, which "
+            f"other hosts cannot reach: give the flow a database every host reaches (a PostgreSQL URL such as "
+            f"postgresql+psycopg://user:password@dbhost/db, or a DATABASES key)")
+    for step in program.step_list:
+        if step.is_container or all(is_local(h, own) for h in step.hosts):
+            continue
+        problem = sendable_problem(step)
+        if problem:
+            raise EventorError(f"step {step.name!r} runs on host(s) {', '.join(step.hosts)}, but {problem}")
+
+
+def remote_executors(hosts: list[str], config: Mapping[str, Any], report: Any) -> dict:
+    """One executor per remote host, as HOSTS configures it (none started yet)."""
+    from .executors.remote import RemoteExecutor
+    from .ssh import SshOptions
+
+    options = SshOptions(config_file=config.get("ssh_config") or None,
+                         alive_interval=float(config.get("ssh_alive_interval", 5)),
+                         alive_count=int(config.get("ssh_alive_count", 3)),
+                         connect_timeout=float(config.get("ssh_connect_timeout", 10)))
+    made = {}
+    for name in hosts:
+        entry = _config.host_settings(name, config)
+        made[name] = RemoteExecutor(name, entry.destination, python=entry.python, env=dict(entry.env),
+                                    workdir=entry.workdir, max_concurrent=entry.max_concurrent, options=options,
+                                    report=report)
+    return made
