@@ -19,6 +19,11 @@ the profile's ``max_examples`` is a ceiling: CI_EXAMPLES is above every test's f
 (tests/pgserver.py), else the tests that need it skip with a ``[required]`` reason, which
 .ci/run turns into a failure.  Each test that uses it gets a database of its own, dropped
 afterwards, so tests never see each other's runs.
+
+``ssh_hosts`` is a set of real sshd "hosts" h1, h2, h3 for the whole session (tests/sshhosts.py):
+the one CI started (``SEQUENT_TEST_SSH_DIR``), else one started here (as root, with openssh-server
+installed), else the tests that need it skip with a ``[required]`` reason.  Mark such tests
+``@pytest.mark.ssh``.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ helpers: pgse
 
 import guard  # noqa: E402
 import pgserver  # noqa: E402
+import sshhosts  # noqa: E402
 
 ENV_URL = "SEQUENT_TEST_POSTGRES_URL"
 BACKENDS = ("sqlite", "postgresql")
@@ -59,6 +65,7 @@ settings.load_profile(os.environ.get(HYPOTHESIS_PROFILE_ENV) or "dev")
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "timeout_seconds(n): the test may take n seconds instead of "
                                        f"{DEFAULT_TIMEOUT} before its hang guard (no_hang) fails it")
+    config.addinivalue_line("markers", "ssh: the test needs the real sshd hosts of the ssh_hosts fixture")
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -185,3 +192,42 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreUnderTest:
     if request.param == "sqlite":
         return StoreUnderTest("sqlite", str(tmp_path / "store.db"))
     return StoreUnderTest("postgresql", request.getfixturevalue("postgres_database"))
+
+
+SSH_ENV_DIR = "SEQUENT_TEST_SSH_DIR"
+SSH_START_GUARD = 120  # seconds starting the hosts may take (they have deadlines of their own first)
+
+
+@pytest.fixture(scope="session")
+def ssh_hosts() -> Iterator[sshhosts.SshHosts]:
+    """Real sshd hosts h1, h2, h3 (``ssh -F ssh_hosts.config h1 ...``) shared by the session.
+
+    Their listeners keep running for the whole session; a test that injects a fault (kill_sessions,
+    pause_link) acts on its own sessions only and resumes what it paused.  Started here inside a
+    guard of their own: a session fixture is set up before the test's hang guard is armed."""
+    directory = os.environ.get(SSH_ENV_DIR)
+    if directory:
+        try:
+            hosts = sshhosts.SshHosts(directory)
+        except sshhosts.SshHostsError as exc:
+            pytest.fail(f"{SSH_ENV_DIR}={directory}: {exc}")
+        stopped = [name for name in hosts.names if not hosts.running(name)]
+        if stopped:
+            pytest.fail(f"{SSH_ENV_DIR}={directory}: the sshd of {', '.join(stopped)} is not running")
+        yield hosts
+        return
+    why = sshhosts.available()
+    if why is not None:
+        pytest.skip(f"[required] real sshd hosts: {why} (or set {SSH_ENV_DIR})")
+    directory = tempfile.mkdtemp(prefix="sequent-test-ssh-")  # short: ControlPath must stay < 108 bytes
+    try:
+        try:
+            with guard.alarm(SSH_START_GUARD, "starting the test sshd hosts"):
+                hosts = sshhosts.start(directory)
+        except sshhosts.SshHostsError as exc:
+            pytest.fail(f"could not start the test sshd hosts: {exc}")
+        yield hosts
+    finally:
+        if os.getpid() == SESSION_PID:  # never from a fork of the session
+            sshhosts.stop(directory)
+            shutil.rmtree(directory, ignore_errors=True)
