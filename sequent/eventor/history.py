@@ -57,6 +57,8 @@ class TaskInfo:
     pid: Optional[int]
     result: Optional[str]
     error: Optional[str]
+    logfile: Optional[str] = None  # where its log file is, on its host (remote tasks)
+    owner: Optional[str] = None  # the agent that ran it on a remote host (host:pid:start)
 
 
 def open_store(store: Any, config: Any = None) -> Store:
@@ -107,7 +109,7 @@ def run_tasks(store: Any, run_id: str, *, recovery: Optional[int] = None, config
             raise EventorError(f"no run {run_id!r} in store {opened.target.display}")
         return [TaskInfo(step=t.step, sequence=t.sequence, recovery=t.recovery, status=t.status,
                          skipped=bool(t.skipped), started=_when(t.started), ended=_when(t.ended), host=t.host,
-                         pid=t.pid, result=t.result, error=t.error)
+                         pid=t.pid, result=t.result, error=t.error, logfile=t.logfile, owner=t.owner)
                 for t in opened.task_rows(run_id, recovery)]
     finally:
         opened.dispose()

@@ -5,12 +5,13 @@ Nothing from step names, arguments or configuration values ever reaches a shell:
 command is a fixed text (the interpreter's path, quoted, and :data:`BOOTSTRAP`), and everything
 else the agent needs (its environment, working folder, the run) travels as data over the
 session's standard input.  Connection sharing (``ControlMaster``) lets every run on this machine
-reuse one SSH connection per host; the shared connection outlives the last session by
-:data:`CONTROL_PERSIST` seconds, then ends by itself.
+reuse one SSH connection per host (as the flow names it); the shared connection outlives the last
+session by :data:`CONTROL_PERSIST` seconds, then ends by itself.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
@@ -21,8 +22,9 @@ from typing import Optional
 
 from .errors import EventorError
 
-#: Seconds an idle shared connection stays up after its last session (then it ends by itself).
-CONTROL_PERSIST = 10
+#: Seconds an idle shared connection stays up after its last session, then it ends by itself:
+#: runs that overlap (or follow within this) share one connection per host; nothing lingers.
+CONTROL_PERSIST = 2
 
 #: The remote command's program: reads one JSON frame (environment, sys.path, working folder), then
 #: runs the agent.  Fixed text: no value of a flow or its configuration is ever part of it.
@@ -81,13 +83,17 @@ def control_dir() -> str:
 def agent_argv(destination: str, python: str, options: SshOptions) -> list[str]:
     """The ssh command that starts an agent on ``destination`` (a fixed list: no local shell)."""
     argv = ["ssh"]
+    path = ""
     if options.config_file:
-        path = os.path.expanduser(options.config_file)
+        path = os.path.abspath(os.path.expanduser(options.config_file))
         if not os.path.isfile(path):
             raise EventorError(f"ssh_config file {options.config_file!r} not found")
         argv += ["-F", path]
+    # one shared connection per destination *as written* and ssh_config file: ssh's own %C hashes the
+    # resolved address, so two aliases of one address (other keys, another ProxyJump) would share one
+    key = hashlib.sha256(f"{path}\0{destination}".encode()).hexdigest()[:24]
     argv += ["-T", "-o", "BatchMode=yes", "-o", "ControlMaster=auto",
-             "-o", f"ControlPath={control_dir()}/%C", "-o", f"ControlPersist={CONTROL_PERSIST}",
+             "-o", f"ControlPath={control_dir()}/{key}", "-o", f"ControlPersist={CONTROL_PERSIST}",
              "-o", f"ServerAliveInterval={_seconds(options.alive_interval)}",
              "-o", f"ServerAliveCountMax={int(options.alive_count)}",
              "-o", f"ConnectTimeout={_seconds(options.connect_timeout)}",

@@ -1,0 +1,75 @@
+"""Step functions the remote-host tests run on the sshd "hosts": importable there by reference
+(the agent gets this folder on its PYTHONPATH), never from ``__main__``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import time
+
+import sequent as seq
+
+#: A flow object of the module's own: ``get_step_name()`` reads the running task, wherever it runs.
+HELPER = seq.Sequent(name="remotefuncs")
+
+
+def note(journal: str, line: str) -> None:
+    """Append one line to a journal file in one write (the hosts share this machine's files)."""
+    fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def where(journal: str, text: str = "") -> str:
+    """Journal and return where it ran, what it got, and its identity as the task sees it."""
+    name = HELPER.get_step_name()
+    logging.getLogger(os.environ["SEQUENT_LOGGER_NAME"]).info("remote line from %s on %s", name,
+                                                              socket.gethostname())
+    line = "|".join([name, os.environ["SEQUENT_STEP_SEQUENCE"], socket.gethostname(), text,
+                     os.environ["SEQUENT_RUN_ID"]])
+    note(journal, line)
+    return line
+
+
+def span(journal: str, seconds: float) -> None:
+    """Journal start and end times with the host, to check how many ran at once where."""
+    start = time.time()
+    time.sleep(seconds)
+    note(journal, f"{socket.gethostname()} {start} {time.time()}")
+
+
+def pause(journal: str, seconds: float) -> str:
+    """Journal its start, sleep, journal its end: a task that is still running when things go wrong."""
+    note(journal, f"start {HELPER.get_step_name()} {os.getpid()}")
+    time.sleep(seconds)
+    note(journal, f"end {HELPER.get_step_name()}")
+    return "paused"
+
+
+def child_sleep(journal: str, seconds: float) -> None:
+    """Start a `sleep` program (a grandchild of the agent) and wait for it: it must be stopped too."""
+    proc = subprocess.Popen(["sleep", str(seconds)])
+    note(journal, f"sleep {proc.pid}")
+    proc.wait()
+
+
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def fail_unless(flag: str) -> str:
+    """Fail until the file ``flag`` exists (a fault fixed between a run and its recovery)."""
+    if not os.path.exists(flag):
+        raise ValueError("not fixed yet")
+    return "fixed"
+
+
+def make_closure() -> object:
+    """A function another host cannot import: it is defined inside this one."""
+    def inner() -> None:
+        return None
+    return inner
