@@ -292,16 +292,20 @@ def test_a_silent_link_is_noticed_by_keepalives_and_nothing_is_left_running(remo
     assert "end s1" in remote.lines()  # the task itself was never killed by the link's loss
 
 
-def test_sigterm_of_the_coordinator_stops_remote_tasks_and_their_children(remote: Remote) -> None:
-    proc = _coordinator(remote, "sigterm", "child_sleep", [remote.journal, 120])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_coordinator_stops_remote_tasks_and_their_children(remote: Remote, signum: int) -> None:
+    run_id = f"signal{int(signum)}"
+    proc = _coordinator(remote, run_id, "child_sleep", [remote.journal, 120])
     wait_for(lambda: any(line.startswith("sleep ") for line in remote.lines()), 30, "the remote sleep")
     sleeper = int(next(line for line in remote.lines() if line.startswith("sleep ")).split()[1])
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode != 0, out
     assert _gone(sleeper, 10), "the task's own child is still running"
-    task = remote.tasks("sigterm")["s1/1/0"]
-    assert task.status == "failure"
+    [run] = [r for r in seq.list_runs(remote.store) if r.run_id == run_id]
+    assert run.outcome == "interrupted"
+    assert remote.tasks(run_id)["s1/1/0"].status == "failure"
+    assert "s2" not in {key.split("/")[0] for key in remote.tasks(run_id)}  # nothing new started
     remote.no_sessions_left()
 
 
