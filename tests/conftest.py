@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import uuid
@@ -221,12 +222,13 @@ def ssh_hosts() -> Iterator[sshhosts.SshHosts]:
         pytest.skip(f"[required] real sshd hosts: {why} (or set {SSH_ENV_DIR})")
     directory = tempfile.mkdtemp(prefix="sequent-test-ssh-")  # short: ControlPath must stay < 108 bytes
     try:
-        try:
-            with guard.alarm(SSH_START_GUARD, "starting the test sshd hosts"):
-                hosts = sshhosts.start(directory)
-        except sshhosts.SshHostsError as exc:
-            pytest.fail(f"could not start the test sshd hosts: {exc}")
-        yield hosts
+        # started by the CLI in a process of its own, which exits: the daemons are then no children of
+        # the test session, whose tests check that runs leave it no child processes
+        started = subprocess.run([sys.executable, sshhosts.__file__, "start", directory], capture_output=True,
+                                 text=True, timeout=SSH_START_GUARD)
+        if started.returncode != 0:
+            pytest.fail(f"could not start the test sshd hosts: {started.stderr.strip()}")
+        yield sshhosts.SshHosts(directory)
     finally:
         if os.getpid() == SESSION_PID:  # never from a fork of the session
             sshhosts.stop(directory)

@@ -88,14 +88,22 @@ class _Forward(logging.Handler):
             data = dict(record.__dict__)
             data["msg"] = record.getMessage()[:RECORD_LIMIT]
             data["args"] = None
-            if record.exc_info:
-                data["exc_text"] = self.formatter.formatException(record.exc_info) if self.formatter else None
+            if record.exc_info and self.formatter is not None:
+                data["exc_text"] = self.formatter.formatException(record.exc_info)
+            for key in ("exc_text", "stack_info"):
+                if data.get(key):
+                    data[key] = data[key][-RECORD_LIMIT:]  # the end of a traceback says most
             data["exc_info"] = None
             data["host"] = HOST
             label = current_task_label()
             if label:
                 data["processName"] = label
-            self.sock.send(pickle.dumps(data, wire.PROTOCOL))
+            try:
+                payload = pickle.dumps(data, wire.PROTOCOL)
+            except Exception:  # an `extra` value that does not pickle travels as its repr
+                payload = pickle.dumps({k: v if isinstance(v, (str, int, float, bool, type(None))) else repr(v)
+                                        for k, v in data.items()}, wire.PROTOCOL)
+            self.sock.send(payload)
         except Exception:
             self.handleError(record)
 

@@ -161,10 +161,11 @@ class RemoteExecutor(Executor):
         self.log = logging.getLogger(run.logger_name)
         deadline = time.monotonic() + self.options.connect_timeout + READY_WITHIN
         hello = self._answer(deadline, "hello")
-        self.hostname = hello[1].get("hostname")
-        if hello[2]:
+        problem = hello[1] if hello[0] == "error" else hello[2]
+        if problem:
             self._close()
-            raise EventorError(f"{self.label}: {hello[2]}")
+            raise EventorError(f"{self.label}: {problem}")
+        self.hostname = hello[1].get("hostname")
         link_timeout = self.options.alive_interval * self.options.alive_count * 2 + 5
         self._send_now(("run", {"target": run.target, "busy_timeout": run.busy_timeout, "run_id": run.run_id,
                                 "recovery": run.recovery, "host": self.host, "logger_name": run.logger_name,
