@@ -389,3 +389,22 @@ def _gone(pid: int, timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+# ------------------------------------------------------------------------------- this machine
+
+
+def test_a_step_on_localhost_or_this_hosts_name_runs_here_with_any_store(tmp_path: Path, flow_config: Any) -> None:
+    import socket
+
+    journal = str(tmp_path / "journal")
+    flow = seq.Sequent(name="local", store=str(tmp_path / "store.db"), config=flow_config())
+    flow.add_step("a", remotefuncs.where, args=(journal, "a"), hosts=["localhost"])
+    flow.add_step("b", remotefuncs.where, args=(journal, "b"), hosts=[socket.gethostname()])
+    box = flow.add_step("box", hosts=["localhost"])
+    box.add_step("c", lambda: None)  # runs here: nothing has to be sent anywhere
+    assert flow.run() is True
+    assert sorted(line.split("|")[2] for line in Path(journal).read_text().splitlines()) == \
+        [socket.gethostname()] * 2
+    tasks = {t.step: t for t in seq.run_tasks(str(tmp_path / "store.db"), flow.run_id)}
+    assert tasks["a"].owner is None and tasks["a"].pid != os.getpid()  # a local process task
