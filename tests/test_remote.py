@@ -244,6 +244,25 @@ def test_a_host_that_cannot_serve_is_a_clear_error_before_any_task_runs(remote: 
     remote.no_sessions_left()
 
 
+def test_a_step_module_missing_on_the_host_is_an_error_before_any_task_runs(remote: Remote,
+                                                                            monkeypatch: Any) -> None:
+    here = remote.tmp / "onlyhere"
+    here.mkdir()
+    (here / "onlyhere_steps.py").write_text("def work():\n    return 'here'\n")
+    monkeypatch.syspath_prepend(str(here))
+    import onlyhere_steps  # importable on the coordinator, not on the hosts' PYTHONPATH
+
+    flow = remote.flow()
+    s1 = flow.add_step("s1", remotefuncs.where, args=(remote.journal, "local"))
+    flow.add_step("s2", onlyhere_steps.work, hosts=["h3"], requires=[(s1, OK)])
+    with pytest.raises(seq.SequentError, match=r"host 'h3': the agent cannot serve the run: the module "
+                                               r"'onlyhere_steps' of its steps does not import there .*"
+                                               r"ModuleNotFoundError"):
+        flow.run()
+    assert remote.lines() == []
+    remote.no_sessions_left()
+
+
 def test_a_version_mismatch_names_the_host_and_both_versions(remote: Remote, monkeypatch: Any) -> None:
     real = agent_module.versions
     monkeypatch.setattr(agent_module, "versions", lambda: {**real(), "sequent": "0.0.1"})

@@ -24,6 +24,7 @@ stays silent, it starts nothing more, lets running tasks end, records them, and 
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import pickle
@@ -193,7 +194,7 @@ class Agent:
         try:
             self.begin(run[1])
         except Exception as exc:
-            self.send(("error", f"{type(exc).__name__}: {exc}"))
+            self.send(("error", str(exc) if type(exc) is RuntimeError else f"{type(exc).__name__}: {exc}"))
             self.finish()
             return 0
         self.send(("ready", HOST))
@@ -212,6 +213,12 @@ class Agent:
         logs.make_logdir()
         self.log = logs.start_on_agent(_Forward(log_w))
         _AGENT_LOGS = logs
+        for module in settings.get("imports", ()):  # once here, so no task imports them again
+            try:
+                importlib.import_module(module)
+            except BaseException as exc:
+                raise RuntimeError(f"the module {module!r} of its steps does not import there (python "
+                                   f"{sys.executable}, sys.path {sys.path[:4]}...): {type(exc).__name__}: {exc}")
         from .launcher import ProcessLauncher
 
         self.launcher = ProcessLauncher(_run_child, name=f"sequent-agent-{settings['host']}",

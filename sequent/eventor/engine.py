@@ -407,7 +407,7 @@ class Eventor:
         executors = make_executors(self._local_constructs(remote_names), ExecutorSetup(
             name=self.name, steps=self.program.step_list, report=inbox.put,
             on_task_start=lambda name: logs.task_started(name) if logs is not None else None))
-        remotes = placing.remote_executors(remote_names, self.config, inbox.put) if remote_names else {}
+        remotes = placing.remote_executors(remote_names, self.config, inbox.put, self.program) if remote_names else {}
         started: list = []  # the executors started, stopped in reverse order
         # executors start before the store is opened (and so before SQLAlchemy is even imported,
         # for a restart): one that forks then holds no database connection, and is small to fork from

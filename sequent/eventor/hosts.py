@@ -47,7 +47,19 @@ def check_remote(program: Program, hosts: list[str], own: str, target: Any) -> N
             raise EventorError(f"step {step.name!r} runs on host(s) {', '.join(step.hosts)}, but {problem}")
 
 
-def remote_executors(hosts: list[str], config: Mapping[str, Any], report: Any) -> dict:
+def step_modules(program: Program, host: str) -> list[str]:
+    """The modules of the functions of the steps that may run on ``host``: its agent imports them
+    before anything starts (so each task finds them imported, and a missing one is an error first)."""
+    modules: dict[str, None] = {}
+    for step in program.step_list:
+        if not step.is_container and host in step.hosts and step.func is not None:
+            module = getattr(step.func, "__module__", None)
+            if isinstance(module, str) and module not in ("__main__", "builtins"):
+                modules[module] = None
+    return list(modules)
+
+
+def remote_executors(hosts: list[str], config: Mapping[str, Any], report: Any, program: Program) -> dict:
     """One executor per remote host, as HOSTS configures it (none started yet)."""
     from .executors.remote import RemoteExecutor
     from .ssh import SshOptions
@@ -61,5 +73,5 @@ def remote_executors(hosts: list[str], config: Mapping[str, Any], report: Any) -
         entry = _config.host_settings(name, config)
         made[name] = RemoteExecutor(name, entry.destination, python=entry.python, env=dict(entry.env),
                                     workdir=entry.workdir, max_concurrent=entry.max_concurrent, options=options,
-                                    report=report)
+                                    report=report, imports=step_modules(program, name))
     return made

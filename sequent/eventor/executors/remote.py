@@ -108,7 +108,7 @@ class RemoteExecutor(Executor):
 
     def __init__(self, host: str, destination: str, *, python: str = "python3", env: Optional[dict] = None,
                  workdir: Optional[str] = None, max_concurrent: Optional[int] = None,
-                 options: SshOptions = SshOptions(), report: Report):
+                 options: SshOptions = SshOptions(), report: Report, imports: tuple[str, ...] | list[str] = ()):
         self.host = host
         self.destination = destination
         self.python = python
@@ -117,6 +117,7 @@ class RemoteExecutor(Executor):
         self.capacity = max_concurrent if max_concurrent and max_concurrent >= 1 else None
         self.options = options
         self.report = report
+        self.imports = list(imports)  # the modules of its steps' functions, imported by the agent at its start
         self.proc: Optional[subprocess.Popen] = None
         self.outbox: queue.SimpleQueue = queue.SimpleQueue()
         self.running: set[int] = set()
@@ -169,7 +170,8 @@ class RemoteExecutor(Executor):
         link_timeout = self.options.alive_interval * self.options.alive_count * 2 + 5
         self._send_now(("run", {"target": run.target, "busy_timeout": run.busy_timeout, "run_id": run.run_id,
                                 "recovery": run.recovery, "host": self.host, "logger_name": run.logger_name,
-                                "logging": dict(run.logging), "grace": run.grace, "link_timeout": link_timeout}))
+                                "logging": dict(run.logging), "grace": run.grace, "link_timeout": link_timeout,
+                                "imports": self.imports}))
         ready = self._answer(deadline, "ready")
         if ready[0] == "error":
             self._close()
