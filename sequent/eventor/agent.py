@@ -131,6 +131,7 @@ class Agent:
     def __init__(self, in_fd: int, out_fd: int):
         self.in_fd, self.out_fd = in_fd, out_fd
         self.inbuf = bytearray()
+        self.pending: list = []  # frames read but not handled yet
         self.eof = False
         self.link_ok = True  # False once the coordinator stopped answering (or hung up)
         self.running: dict[int, tuple[str, str]] = {}  # task id -> (step, sequence)
@@ -167,19 +168,19 @@ class Agent:
         return wire.take_messages(self.inbuf)
 
     def first_frame(self, kind: str) -> Any:
-        """Block until the next frame; None at end of file."""
-        while not self.eof:
-            frames = self.receive(None)
-            if frames:
-                frame = frames[0]
-                self.pending = frames[1:]
-                return frame if frame[0] == kind else None
-        return None
+        """The next frame when it is a ``kind`` (blocking until it comes); None at end of file or
+        for another kind (the coordinator speaks in this order only)."""
+        while not self.pending and not self.eof:
+            self.pending = self.receive(None)
+        if not self.pending:
+            return None
+        frame = self.pending.pop(0)
+        return frame if frame[0] == kind else None
 
     # -- the steps of its life -------------------------------------------------------------------
 
     def serve(self) -> int:
-        self.pending: list = []
+        """Greet, take the run, serve it; the exit status (0: the agent's end is normal)."""
         hello = self.first_frame("hello")
         if hello is None:
             return 0
