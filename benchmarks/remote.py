@@ -27,6 +27,9 @@ import os
 import sys
 import time
 
+from workers import Failed  # noqa: E402 - this folder is first on sys.path
+import workers  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 THIS = os.path.abspath(__file__)
@@ -75,36 +78,9 @@ def worker(spec: dict) -> dict:
 
 # ----------------------------------------------------------------------------------- the driver
 
-class Failed(Exception):
-    pass
-
-
-def _env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.pop("SEQUENT_CONFIG", None)
-    return env
-
-
 def spawn(spec: dict, timeout: float = 300.0) -> dict:
     """Run one worker in a fresh interpreter; its JSON result, or raise Failed."""
-    import json
-    import subprocess
-    import tempfile
-
-    try:
-        proc = subprocess.run([sys.executable, THIS, "_worker", json.dumps(spec)], capture_output=True, text=True,
-                              timeout=timeout, env=_env(), cwd=tempfile.gettempdir())
-    except subprocess.TimeoutExpired:
-        raise Failed(f"{spec['where']} chain of {spec['n']} timed out after {timeout:.0f} s") from None
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
-        raise Failed(f"{spec['where']} chain of {spec['n']} exited with {proc.returncode}:\n{tail}")
-    result = json.loads(lines[-1])
-    if not result.get("ok"):
-        raise Failed(f"{spec['where']} chain of {spec['n']} failed: {result}")
-    return result
+    return workers.spawn(THIS, spec, timeout, f"{spec['where']} chain of {spec['n']}")
 
 
 def _tests_module(name: str):

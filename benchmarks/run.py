@@ -28,6 +28,9 @@ import sys
 import tempfile
 import time
 
+from workers import Failed  # noqa: E402 - this folder is first on sys.path
+import workers  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 THIS = os.path.abspath(__file__)
 
@@ -240,39 +243,16 @@ IMPORT_CODE = ("import time\nt = time.perf_counter()\nimport {modules}\n"
 
 # ----------------------------------------------------------------------------------- driver
 
-class Failed(Exception):
-    pass
-
-
-def _env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.pop("SEQUENT_CONFIG", None)
-    return env
-
-
 def spawn(spec: dict, timeout: float) -> dict:
     """Run one worker in a fresh interpreter; its JSON result, or raise Failed."""
-    try:
-        proc = subprocess.run([sys.executable, THIS, "_worker", json.dumps(spec)], capture_output=True,
-                              text=True, timeout=timeout, env=_env(), cwd=tempfile.gettempdir())
-    except subprocess.TimeoutExpired:
-        raise Failed(f"{spec} timed out after {timeout:.0f} s") from None
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
-        raise Failed(f"{spec} exited with {proc.returncode}:\n{tail}")
-    result = json.loads(lines[-1])
-    if not result.get("ok"):
-        raise Failed(f"{spec} failed: {result}")
-    return result
+    return workers.spawn(THIS, spec, timeout)
 
 
 def measure_import(modules: str, times: int, timeout: float) -> list:
     samples = []
     for _ in range(times):
         proc = subprocess.run([sys.executable, "-c", IMPORT_CODE.format(modules=modules)], capture_output=True,
-                              text=True, timeout=timeout, env=_env(), cwd=tempfile.gettempdir())
+                              text=True, timeout=timeout, env=workers.worker_env(), cwd=tempfile.gettempdir())
         if proc.returncode != 0:
             raise Failed(f"import {modules} failed: {proc.stderr.strip().splitlines()[-1:]}")
         samples.append(float(proc.stdout.strip().splitlines()[-1]) * 1e3)
@@ -461,7 +441,7 @@ class Bench:
         start = time.perf_counter()
         what = "smoke" if a.smoke else "quick" if a.quick else "full"
         import_probe = subprocess.run([sys.executable, "-c", "import sequent; print(sequent.__version__, "
-                                       "sequent.__file__)"], capture_output=True, text=True, env=_env())
+                                       "sequent.__file__)"], capture_output=True, text=True, env=workers.worker_env())
         version = import_probe.stdout.strip() or "unknown"
         self.results["meta"] = {"run": what, "python": platform.python_version(), "platform": platform.platform(),
                                 "cpus": os.cpu_count(), "loadavg_start": os.getloadavg(), "sequent": version, "k": K, "repeat": a.repeat,
