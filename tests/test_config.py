@@ -353,7 +353,7 @@ def test_known_keys_do_not_warn():
     ('debug', 0, 'a bool'),
     ('sleep_between_loops', -1, 'a number >= 0'),
     ('sleep_between_loops', False, 'a number >= 0'),
-    ('task_construct', 'proc', "one of 'process', 'thread', 'invoke'"),
+    ('task_construct', 'proc', "one of 'process', 'thread', 'invoke', 'dask'"),
     ('sequence_arg_name', 'not valid', 'a valid Python identifier or None'),
     ('sequence_arg_name', 'class', 'a valid Python identifier or None'),
     ('ssh_port', 0, 'an int between 1 and 65535'),
@@ -458,7 +458,7 @@ def test_step_config_flow_only_key_warns():
 
 def test_step_config_error_names_step_and_key():
     with pytest.raises(ConfigError, match=r"^step 's1_s2': configuration key 'task_construct': "
-                                          r"expected one of 'process', 'thread', 'invoke', got 'proc'"):
+                                          r"expected one of 'process', 'thread', 'invoke', 'dask', got 'proc'"):
         validate_step_config({'task_construct': 'proc'}, 's1_s2')
 
 

@@ -77,8 +77,32 @@ def version_problem(mine: dict, theirs: dict) -> Optional[str]:
     return None
 
 
+def record_data(record: logging.LogRecord, formatter: Optional[logging.Formatter]) -> dict:
+    """A log record as plain data another process can rebuild it from (logging.makeLogRecord): the
+    message formatted and cut to RECORD_LIMIT, the traceback as text, this host's name and the
+    task's label; an ``extra`` value that does not pickle becomes its repr."""
+    data = dict(record.__dict__)
+    data["msg"] = record.getMessage()[:RECORD_LIMIT]
+    data["args"] = None
+    if record.exc_info and formatter is not None:
+        data["exc_text"] = formatter.formatException(record.exc_info)
+    for key in ("exc_text", "stack_info"):
+        if data.get(key):
+            data[key] = data[key][-RECORD_LIMIT:]  # the end of a traceback says most
+    data["exc_info"] = None
+    data["host"] = HOST
+    label = current_task_label()
+    if label:
+        data["processName"] = label
+    try:
+        pickle.dumps(data, wire.PROTOCOL)
+    except Exception:
+        data = {k: v if isinstance(v, (str, int, float, bool, type(None))) else repr(v) for k, v in data.items()}
+    return data
+
+
 class _Forward(logging.Handler):
-    """Sends each record, formatted to plain data, to the agent as one datagram (tasks and agent alike)."""
+    """Sends each record, as plain data, to the agent as one datagram (tasks and agent alike)."""
 
     def __init__(self, sock: socket.socket):
         super().__init__()
@@ -86,25 +110,7 @@ class _Forward(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            data = dict(record.__dict__)
-            data["msg"] = record.getMessage()[:RECORD_LIMIT]
-            data["args"] = None
-            if record.exc_info and self.formatter is not None:
-                data["exc_text"] = self.formatter.formatException(record.exc_info)
-            for key in ("exc_text", "stack_info"):
-                if data.get(key):
-                    data[key] = data[key][-RECORD_LIMIT:]  # the end of a traceback says most
-            data["exc_info"] = None
-            data["host"] = HOST
-            label = current_task_label()
-            if label:
-                data["processName"] = label
-            try:
-                payload = pickle.dumps(data, wire.PROTOCOL)
-            except Exception:  # an `extra` value that does not pickle travels as its repr
-                payload = pickle.dumps({k: v if isinstance(v, (str, int, float, bool, type(None))) else repr(v)
-                                        for k, v in data.items()}, wire.PROTOCOL)
-            self.sock.send(payload)
+            self.sock.send(pickle.dumps(record_data(record, self.formatter), wire.PROTOCOL))
         except Exception:
             self.handleError(record)
 

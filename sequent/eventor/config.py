@@ -72,6 +72,9 @@ DEFAULTS: dict = {
     'store_mode': 0o600,  # permission bits of a new SQLite store file (less the umask)
     'DATABASES': {},
     'HOSTS': {},  # host name -> ssh destination (str), or a mapping of HOST_KEYS: see host_settings()
+    # task_construct 'dask': the scheduler's address (None: a local cluster for the run) and the
+    # keyword arguments of distributed.Client
+    'DASK': {'address': None, 'options': {}},
     'LOGGING': LOGGING_DEFAULTS,  # shared, never changed: merge() copies it
 }
 
@@ -270,7 +273,7 @@ SCHEMA: dict = {
     'sleep_between_loops': _number,
     'stop_on_exception': _bool,
     'shutdown_grace': _number,
-    'task_construct': _choice('process', 'thread', 'invoke'),
+    'task_construct': _choice('process', 'thread', 'invoke', 'dask'),
     'max_concurrent': _int(),
     'sequence_arg_name': _identifier,
     'pass_logger_to_task': _bool,
@@ -288,6 +291,10 @@ SCHEMA: dict = {
     'store_mode': permission_mode,
     'DATABASES': _databases,
     'HOSTS': _hosts,
+    'DASK': {
+        'address': _str_or_none,
+        'options': _mapping,
+    },
     'LOGGING': {
         'logdir': _str,
         'logging_level': logging_level,

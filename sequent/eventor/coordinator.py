@@ -446,7 +446,7 @@ class Coordinator(ContainerRuns):
         if task.id not in self.running:  # ended meanwhile (its executor refused it)
             return
         ctx = self._context(task)
-        if task.host is None:  # a remote task's log file is on its host
+        if not task.executor.remote:  # a remote task's log file is where it runs
             self.on_task_start(ctx.logger_name)
         self.log.debug("[ Task %s/%s ] Attempting to run", task.step.name, task.seq_str)
         task.executor.submit(task.id, task.step, ctx)
@@ -461,14 +461,15 @@ class Coordinator(ContainerRuns):
             result = storable(result, RESULT_LIMIT)
             error = storable(error, ERROR_LIMIT)
             tb = storable(tb, TRACEBACK_LIMIT, keep_ends=True)
-        if task.host is None:
+        remote = task.executor.remote
+        if not remote:
             self.on_task_end(self.task_logger(task.step.name, task.seq_str))
         status = StepStatus.success if outcome.status is OutcomeStatus.success else StepStatus.failure
         self.log.info("[ Task %s/%s ] Completed, status: %s", task.step.name, task.seq_str, status)
         # a remote task's agent records its end itself; this write applies only if it could not
         self._move(task, status, ended=outcome.ended, pid=outcome.pid, host=outcome.host or task.host,
                    result=result or None, error=(error + ("\n" + tb if tb else "")) or None,
-                   fenced=task.host is not None)
+                   fenced=remote)
         if status is StepStatus.failure:
             self._failed(task, error, tb)
         self._release(task.iteration)

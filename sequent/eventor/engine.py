@@ -396,6 +396,9 @@ class Eventor:
         remote_names = placing.remote_hosts(self.program, self.host)
         if remote_names:  # refused before anything starts: a store other hosts cannot reach, unsendable steps
             placing.check_remote(self.program, remote_names, self.host, self._store_target())
+        uses_dask = TaskConstruct.dask in self.program.has_steps_of
+        if uses_dask:
+            placing.check_dask(self.program, self.config, self._store_target(), remote_names)
         store: Optional[Store] = None
         locked: Optional[str] = None  # the lock's token, once taken
         lease: Optional[runlock.Lease] = None
@@ -404,10 +407,17 @@ class Eventor:
         from .executors import ExecutorSetup, RunInfo, make_executors  # imported when a run starts
 
         inbox = Inbox()
-        executors = make_executors(self._local_constructs(remote_names), ExecutorSetup(
+        executors = make_executors(self._local_constructs(remote_names) - {TaskConstruct.dask}, ExecutorSetup(
             name=self.name, steps=self.program.step_list, report=inbox.put,
             on_task_start=lambda name: logs.task_started(name) if logs is not None else None))
         remotes = placing.remote_executors(remote_names, self.config, inbox.put, self.program) if remote_names else {}
+        if uses_dask:  # one cluster connection; an executor for unpinned tasks, one per pinned worker
+            from .executors.dask import dask_executors
+
+            unpinned, pinned = dask_executors(self.program, self.config, inbox.put)
+            if unpinned is not None:
+                executors[TaskConstruct.dask] = unpinned
+            remotes.update(pinned)
         started: list = []  # the executors started, stopped in reverse order
         # executors start before the store is opened (and so before SQLAlchemy is even imported,
         # for a restart): one that forks then holds no database connection, and is small to fork from
@@ -450,12 +460,12 @@ class Eventor:
                 store, run_id=run_id, flow=self.name, mode=self.run_mode, recovery_run=self.recovery_run,
                 shape=self._shape())
             log.info("Eventor store file: %s", target.display)
-            if remotes:  # every agent checks its versions and reaches the store before anything is recorded
+            if remotes or uses_dask:  # each agent checks its versions and reaches the store before anything is recorded
                 doing = "starting the remote agents"
                 run_info = RunInfo(target=target, busy_timeout=store.busy_timeout, run_id=run_id,
                                    recovery=self.recovery, logger_name=logger_name, logging=logs.settings,
                                    grace=float(self.config["shutdown_grace"]))
-                for ex in remotes.values():
+                for ex in started:
                     ex.bind(run_info)
             if self.recovery:
                 log.info("Recovering run %r: attempt %d, compared with attempt %d", run_id, self.recovery, based_on)

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from . import config as _config
 from .errors import EventorError
-from .model import Program
+from .model import Program, TaskConstruct
 
 
 def remote_hosts(program: Program, own: str) -> list[str]:
@@ -22,11 +22,35 @@ def remote_hosts(program: Program, own: str) -> list[str]:
 
     seen: dict[str, None] = {}
     for step in program.step_list:
-        if not step.is_container:
+        if not step.is_container and step.config.task_construct is not TaskConstruct.dask:  # dask: worker names
             for host in step.hosts:
                 if host not in seen and not is_local(host, own):
                     seen[host] = None
     return list(seen)
+
+
+def check_dask(program: Program, config: Mapping[str, Any], target: Any, ssh_hosts: list[str]) -> None:
+    """Refuse, before anything starts, a run whose Dask tasks could not be sent or recorded."""
+    from .executors.remote import sendable_problem
+
+    steps = [s for s in program.step_list if not s.is_container and s.config.task_construct is TaskConstruct.dask]
+    if not steps:
+        return
+    address = (config.get("DASK") or {}).get("address")
+    if target.is_memory or (target.is_sqlite and address):
+        where = "an in-memory store (':memory:')" if target.is_memory else f"SQLite store {target.display}"
+        raise EventorError(
+            f"step {steps[0].name!r} runs on Dask{' at ' + address if address else ''}, but the store is {where}, "
+            f"which its workers cannot reach: give the flow a database every worker reaches (a PostgreSQL URL "
+            f"or a DATABASES key){'' if address else '; a file store works with the local cluster'}")
+    clash = sorted({h for s in steps for h in s.hosts} & set(ssh_hosts))
+    if clash:
+        raise EventorError(f"{', '.join(repr(h) for h in clash)} names both a Dask worker (of a 'dask' step) and "
+                           f"an SSH host (of another step): use distinct names")
+    for step in steps:
+        problem = sendable_problem(step)
+        if problem:
+            raise EventorError(f"step {step.name!r} runs on Dask, but {problem}")
 
 
 def check_remote(program: Program, hosts: list[str], own: str, target: Any) -> None:
@@ -40,7 +64,8 @@ def check_remote(program: Program, hosts: list[str], own: str, target: Any) -> N
             f"other hosts cannot reach: give the flow a database every host reaches (a PostgreSQL URL such as "
             f"postgresql+psycopg://user:password@dbhost/db, or a DATABASES key)")
     for step in program.step_list:
-        if step.is_container or all(is_local(h, own) for h in step.hosts):
+        if step.is_container or step.config.task_construct is TaskConstruct.dask or \
+                all(is_local(h, own) for h in step.hosts):
             continue
         problem = sendable_problem(step)
         if problem:

@@ -51,6 +51,7 @@ class TaskConstruct(str, enum.Enum):
     process = "process"  # its own OS process, forked from the task launcher
     thread = "thread"  # a worker thread of the coordinator's process
     invoke = "invoke"  # called by the coordinator itself, in its own thread
+    dask = "dask"  # a process of its own on a worker of a Dask cluster
 
 
 #: Statuses that end a task.

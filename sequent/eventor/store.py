@@ -498,6 +498,15 @@ class Store:
             conn.rollback()
             raise
 
+    def agent_running(self, *, token: str, run_id: str, recovery: int, host: str, hostname: str, pid: int) -> None:
+        """An agent has tasks of an attempt running (again): recorded, or revived, with a fresh heartbeat."""
+        now = time.time()
+        with self._tx() as conn:
+            done = conn.execute(agents.update().where(agents.c.token == token).values(heartbeat=now, ended=None))
+            if done.rowcount == 0:
+                conn.execute(agents.insert().values(token=token, run_id=run_id, recovery=recovery, host=host,
+                                                    hostname=hostname, pid=pid, started=now, heartbeat=now))
+
     def agent_ended(self, token: str) -> None:
         """An agent has recorded all its tasks and exits."""
         with self._tx() as conn:
@@ -514,12 +523,14 @@ class Store:
 
     def claim_task(self, run_id: str, recovery: int, step: str, sequence: str, *, owner: str, pid: int,
                    logfile: Optional[str]) -> bool:
-        """An agent records that it runs an active task (its token, pid and log file); False when
-        the task is no longer active (its coordinator already gave it up)."""
+        """An agent records that it runs an active task (its token, pid and log file); False when the
+        task is no longer active (its coordinator gave it up) or another agent claimed it first (a
+        cluster that reran it after a worker died): then it must not run."""
         with self._tx() as conn:
             done = conn.execute(tasks.update().where(
                 tasks.c.run_id == run_id, tasks.c.recovery == recovery, tasks.c.step == step,
-                tasks.c.sequence == sequence, tasks.c.status == "active").values(owner=owner, pid=pid, logfile=logfile))
+                tasks.c.sequence == sequence, tasks.c.status == "active", tasks.c.owner.is_(None))
+                .values(owner=owner, pid=pid, logfile=logfile))
         return done.rowcount == 1
 
     def finish_task(self, run_id: str, recovery: int, step: str, sequence: str, *, status: str, ended: float,

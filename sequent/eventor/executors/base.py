@@ -47,9 +47,11 @@ class Executor(abc.ABC):
     capacity: Optional[int] = None
     #: It forks processes: it must start before the store (and its connections) exist.
     forks: bool = False
-    #: The host its tasks run on, as the flow names it (None: this one).  A remote executor's tasks
-    #: keep their log files on their host, and their ends are recorded there too (fenced).
+    #: The host its tasks run on, as the flow names it (None: this one, or not known before the end).
     host: Optional[str] = None
+    #: Its tasks run elsewhere: they keep their log files there, and record their ends in the store
+    #: themselves (the coordinator's own final write is then fenced: the first one wins).
+    remote: bool = False
 
     def start(self) -> None:
         """Get ready to run tasks."""

@@ -105,6 +105,7 @@ class RemoteExecutor(Executor):
     """Runs tasks on one remote host through an agent started over SSH for this run."""
 
     construct = TaskConstruct.process
+    remote = True
 
     def __init__(self, host: str, destination: str, *, python: str = "python3", env: Optional[dict] = None,
                  workdir: Optional[str] = None, max_concurrent: Optional[int] = None,
