@@ -24,6 +24,12 @@ afterwards, so tests never see each other's runs.
 the one CI started (``SEQUENT_TEST_SSH_DIR``), else one started here (as root, with openssh-server
 installed), else the tests that need it skip with a ``[required]`` reason.  Mark such tests
 ``@pytest.mark.ssh``.
+
+``dask_cluster`` is a real Dask distributed cluster for the whole session (tests/daskcluster.py): a
+scheduler and workers w1, w2, w3, each a process of its own, with ``allowed-failures`` 0: the one
+CI started (``SEQUENT_TEST_DASK_DIR``), else one started here (with the ``dask`` extra installed),
+else the tests that need it skip with a ``[required]`` reason.  Mark such tests
+``@pytest.mark.dask``; a test that kills a worker starts it again (``restart_worker``).
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ helpers: pgserver, guard, ...
 
+import daskcluster  # noqa: E402
 import guard  # noqa: E402
 import pgserver  # noqa: E402
 import sshhosts  # noqa: E402
@@ -67,6 +74,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "timeout_seconds(n): the test may take n seconds instead of "
                                        f"{DEFAULT_TIMEOUT} before its hang guard (no_hang) fails it")
     config.addinivalue_line("markers", "ssh: the test needs the real sshd hosts of the ssh_hosts fixture")
+    config.addinivalue_line("markers", "dask: the test needs the real Dask cluster of the dask_cluster fixture")
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -232,4 +240,47 @@ def ssh_hosts() -> Iterator[sshhosts.SshHosts]:
     finally:
         if os.getpid() == SESSION_PID:  # never from a fork of the session
             sshhosts.stop(directory)
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+DASK_ENV_DIR = "SEQUENT_TEST_DASK_DIR"
+DASK_START_GUARD = 120  # seconds starting the cluster may take (it has deadlines of its own first)
+
+
+@pytest.fixture(scope="session")
+def dask_cluster() -> Iterator[daskcluster.DaskCluster]:
+    """A real Dask cluster (scheduler and workers w1, w2, w3; ``dask_cluster.address`` for
+    ``distributed.Client``) shared by the session.
+
+    A test that kills a worker (kill_worker) starts it again (restart_worker) before it ends, so
+    that the next test finds all three.  Started here by the CLI, in a process of its own, inside a
+    guard of its own: a session fixture is set up before the test's hang guard is armed."""
+    directory = os.environ.get(DASK_ENV_DIR)
+    if directory:
+        try:
+            cluster = daskcluster.DaskCluster(directory)
+        except daskcluster.DaskClusterError as exc:
+            pytest.fail(f"{DASK_ENV_DIR}={directory}: {exc}")
+        stopped = [name for name in cluster.names if not cluster.running(name)]
+        if not cluster.scheduler_running():
+            stopped.insert(0, "scheduler")
+        if stopped:
+            pytest.fail(f"{DASK_ENV_DIR}={directory}: not running: {', '.join(stopped)}")
+        yield cluster
+        return
+    why = daskcluster.available()
+    if why is not None:
+        pytest.skip(f"[required] dask cluster: {why} (or set {DASK_ENV_DIR})")
+    directory = tempfile.mkdtemp(prefix="sequent-test-dask-")
+    try:
+        # started by the CLI in a process of its own, which exits: the scheduler and workers are then no
+        # children of the test session, whose tests check that runs leave it no child processes
+        started = subprocess.run([sys.executable, daskcluster.__file__, "start", directory], capture_output=True,
+                                 text=True, timeout=DASK_START_GUARD)
+        if started.returncode != 0:
+            pytest.fail(f"could not start the test dask cluster: {started.stderr.strip()}")
+        yield daskcluster.DaskCluster(directory)
+    finally:
+        if os.getpid() == SESSION_PID:  # never from a fork of the session
+            daskcluster.stop(directory)
             shutil.rmtree(directory, ignore_errors=True)
