@@ -73,3 +73,37 @@ def make_closure() -> object:
     def inner() -> None:
         return None
     return inner
+
+
+def worker_name() -> str:
+    """The Dask worker running this task (its process is a fork of the worker's), else this host."""
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().name)
+    except Exception:
+        return socket.gethostname()
+
+
+def on_worker(journal: str, text: str = "") -> str:
+    """Journal and return which Dask worker ran it, with the task's identity as it sees it."""
+    name = HELPER.get_step_name()
+    logging.getLogger(os.environ["SEQUENT_LOGGER_NAME"]).info("dask line from %s on %s", name, worker_name())
+    line = "|".join([name, os.environ["SEQUENT_STEP_SEQUENCE"], worker_name(), text, os.environ["SEQUENT_RUN_ID"]])
+    note(journal, line)
+    return line
+
+
+def span_on_worker(journal: str, seconds: float) -> None:
+    """Journal start and end times with the worker's name."""
+    start = time.time()
+    time.sleep(seconds)
+    note(journal, f"{worker_name()} {start} {time.time()}")
+
+
+def pause_on_worker(journal: str, seconds: float) -> str:
+    """Journal its start (with the worker), sleep, journal its end."""
+    note(journal, f"start {HELPER.get_step_name()} {worker_name()} {os.getpid()}")
+    time.sleep(seconds)
+    note(journal, f"end {HELPER.get_step_name()}")
+    return "paused"

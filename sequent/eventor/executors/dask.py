@@ -300,7 +300,9 @@ class DaskExecutor(Executor):
                 return
             exc = future.exception()
             if type(exc).__name__ == "KilledWorker":
-                why = f"the Dask worker running it died ({type(exc).__name__}: {exc})"
+                worker = self.host or getattr(getattr(exc, "last_worker", None), "name", None)
+                named = f" {worker!r}" if worker is not None else ""
+                why = f"the Dask worker{named} running it died ({type(exc).__name__}: {exc})"
             else:
                 why = f"Dask could not run it: {type(exc).__name__}: {exc}"
             self.report(TaskOutcome.failed(task_id, why, host=self.host))
