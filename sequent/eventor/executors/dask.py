@@ -78,7 +78,8 @@ class DaskCluster:
             else:
                 with dask.config.set({"distributed.scheduler.allowed-failures": 0,
                                       "distributed.scheduler.no-workers-timeout": f"{GONE_AFTER:g}s"}):
-                    self.local = distributed.LocalCluster(n_workers=0, dashboard_address=None,
+                    # (no setting turns the HTTP dashboard off: keep it on loopback, on a free port)
+                    self.local = distributed.LocalCluster(n_workers=0, dashboard_address="127.0.0.1:0",
                                                           silence_logs=logging.ERROR)
                 self._start_workers(self.local.scheduler_address)
                 self.client = distributed.Client(self.local, **self.options)
@@ -98,7 +99,8 @@ class DaskCluster:
         for i in range(1, count + 1):
             self.workers.append(subprocess.Popen(
                 [sys.executable, "-m", "distributed.cli.dask_worker", address, "--name", f"local-{i}",
-                 "--nthreads", "2", "--no-nanny", "--no-dashboard"], env=env, stdin=subprocess.DEVNULL,
+                 "--nthreads", "2", "--no-nanny", "--dashboard-address", "127.0.0.1:0", "--host", "127.0.0.1"],
+                env=env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
 
     def _stop_workers(self) -> None:
