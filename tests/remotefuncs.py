@@ -76,13 +76,8 @@ def make_closure() -> object:
 
 
 def worker_name() -> str:
-    """The Dask worker running this task (its process is a fork of the worker's), else this host."""
-    try:
-        from distributed import get_worker
-
-        return str(get_worker().name)
-    except Exception:
-        return socket.gethostname()
+    """The host or Dask worker running this task, as the flow names it (SEQUENT_HOST), else this host."""
+    return os.environ.get("SEQUENT_HOST") or socket.gethostname()
 
 
 def on_worker(journal: str, text: str = "") -> str:

@@ -79,6 +79,8 @@ def test_a_recovery_waits_for_live_agents_of_the_run_at_most_agent_wait(store, f
     with opened._tx() as conn:  # an agent of the run that still beats, on a host of its own
         conn.execute(agents.insert().values(token="h9:1:1", run_id="w1", recovery=0, host="h9", hostname="h9",
                                             pid=1, started=now, heartbeat=now))
+        conn.execute(tasks.insert().values(run_id="w1", recovery=0, step="s9", sequence="1", status="active",
+                                           skipped=False, created=now, owner="h9:1:1"))  # still running s9
     try:
         again = seq.Sequent(name="waits", store=store.store, run_id="w1", run_mode=seq.RUN_RECOVER,
                             config=flow_config(task_construct="thread", agent_wait=1.0))

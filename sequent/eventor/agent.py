@@ -120,6 +120,8 @@ def _run_child(step_index: int, sequence: tuple, payload: dict) -> Outcome:
     a function that cannot be imported on this host is the task's failure, with its traceback)."""
     ctx: TaskContext = payload["ctx"]
     os.environ.update(ctx.env)
+    prefix = next((key[:-len("STEP_NAME")] for key in ctx.env if key.endswith("STEP_NAME")), "SEQUENT_")
+    os.environ[prefix + "HOST"] = _AGENT_HOST  # where it runs, as the flow names it (h1, or a Dask worker)
     _AGENT_LOGS.task_started(ctx.logger_name)
     spec = pickle.loads(payload["blob"])
     step = StepDef(name=ctx.step, func=spec["func"], args=spec["args"], kwargs=spec["kwargs"],
@@ -129,6 +131,7 @@ def _run_child(step_index: int, sequence: tuple, payload: dict) -> Outcome:
 
 
 _AGENT_LOGS: Any = None  # the agent's RunLogging, inherited by its task processes
+_AGENT_HOST = ""  # the host's name as the flow gives it, inherited by its task processes
 
 
 class Agent:
@@ -149,6 +152,8 @@ class Agent:
         self.beat_stop = threading.Event()
         self.beat_thread: Optional[threading.Thread] = None
         self.log_r: Optional[socket.socket] = None
+        self.orphaned_at: Optional[float] = None  # when the channel ended with tasks running (on_eof "kill")
+        self.killed = False
 
     # -- the channel ----------------------------------------------------------------------------
 
@@ -213,8 +218,9 @@ class Agent:
 
     def begin(self, settings: dict) -> None:
         """Logging, the launcher (forked before any database connection), then the store."""
-        global _AGENT_LOGS
+        global _AGENT_LOGS, _AGENT_HOST
         self.settings = settings
+        _AGENT_HOST = str(settings["host"])
         self.log_r, log_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         logs = RunLogging(settings["logger_name"], settings["logging"])
         logs.make_logdir()
@@ -266,6 +272,7 @@ class Agent:
             if self.eof or not self.link_ok:
                 if not self.running:
                     return
+                self.stop_orphans()
             elif time.monotonic() - heard > silent_for:
                 self.log.warning("agent on %s: nothing heard from the coordinator for %.0f s: starting nothing "
                                  "more; running tasks finish and are recorded", HOST, silent_for)
@@ -277,14 +284,26 @@ class Agent:
             frames = []
             if self.in_fd in ready:
                 frames = self.receive(0)
+            self.relay_logs()  # first: a task's records are sent before its end (they are in the socket by then)
             if self.launcher.fileno() in ready or not self.launcher.alive:
                 for outcome in self.launcher.collect():
                     self.ended(outcome)
                 if not self.launcher.alive and self.running:
                     for task_id in list(self.running):
                         self.ended(TaskOutcome.failed(task_id, "the agent's task launcher died"))
-            if self.log_r.fileno() in ready:
-                self.relay_logs()
+
+    def stop_orphans(self) -> None:
+        """With on_eof "kill", the tasks of a dead channel get SIGTERM, then SIGKILL after the grace."""
+        if self.settings.get("on_eof") != "kill":
+            return
+        now = time.monotonic()
+        if self.orphaned_at is None:
+            self.orphaned_at = now
+            self.log.warning("agent on %s: its channel ended: stopping its %d running task(s)", HOST, len(self.running))
+            self.launcher.signal_tasks(signal.SIGTERM)
+        elif now - self.orphaned_at > float(self.settings.get("grace", 10.0)) and not self.killed:
+            self.killed = True
+            self.launcher.signal_tasks(signal.SIGKILL)
 
     def handle(self, frame: tuple) -> None:
         kind = frame[0]
@@ -309,6 +328,9 @@ class Agent:
         if key is None:
             return
         step, seq = key
+        if self.orphaned_at is not None and outcome.status is not OutcomeStatus.success:
+            why = self.settings.get("eof_why") or "the agent's channel ended"
+            outcome.error = f"{why}; the task was stopped ({outcome.error})"
         status = "success" if outcome.status is OutcomeStatus.success else "failure"
         error = (outcome.error + ("\n" + outcome.traceback if outcome.traceback else "")) or None
         recorded = False

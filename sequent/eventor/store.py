@@ -498,24 +498,19 @@ class Store:
             conn.rollback()
             raise
 
-    def agent_running(self, *, token: str, run_id: str, recovery: int, host: str, hostname: str, pid: int) -> None:
-        """An agent has tasks of an attempt running (again): recorded, or revived, with a fresh heartbeat."""
-        now = time.time()
-        with self._tx() as conn:
-            done = conn.execute(agents.update().where(agents.c.token == token).values(heartbeat=now, ended=None))
-            if done.rowcount == 0:
-                conn.execute(agents.insert().values(token=token, run_id=run_id, recovery=recovery, host=host,
-                                                    hostname=hostname, pid=pid, started=now, heartbeat=now))
-
     def agent_ended(self, token: str) -> None:
         """An agent has recorded all its tasks and exits."""
         with self._tx() as conn:
             conn.execute(agents.update().where(agents.c.token == token).values(ended=time.time()))
 
     def live_agents(self, run_id: str, stale_after: float) -> list[sa.Row]:
-        """The agents of a run that have not ended and beat within ``stale_after`` seconds."""
-        query = sa.select(agents).where(agents.c.run_id == run_id, agents.c.ended.is_(None),
-                                        agents.c.heartbeat >= time.time() - stale_after)
+        """The agents of a run still running a task of it: they own an active task, have not ended,
+        and beat within ``stale_after`` seconds (an idle or dead agent holds nobody up)."""
+        query = (sa.select(agents.c.token, agents.c.host).distinct()
+                 .select_from(agents.join(tasks, tasks.c.owner == agents.c.token))
+                 .where(agents.c.run_id == run_id, agents.c.ended.is_(None),
+                        agents.c.heartbeat >= time.time() - stale_after,
+                        tasks.c.run_id == run_id, tasks.c.status == "active"))
         try:
             return list(self.conn.execute(query))
         finally:

@@ -4,8 +4,9 @@ One :class:`DaskCluster` per run holds the ``distributed`` client (and, without 
 local cluster started for the run and closed after it).  Each :class:`DaskExecutor` submits tasks
 through it: the one without a host to any worker, one per pinned worker name to that worker only
 (never to another), so that per-host limits and "first host with room" work as for SSH hosts.
-What runs on the worker is :func:`sequent.eventor.daskworker.run_task`: it claims the task in the
-store, runs it in a process group of its own, records its end (fenced) and returns the outcome.
+What runs on the worker is :func:`sequent.eventor.daskworker.run_task`: it hands the task to the
+attempt's agent beside the worker, which claims it in the store, runs it in a process group of its
+own, records its end (fenced); the outcome comes back as the Dask task's result.
 
 Dask must never rerun or park a task silently: the claim refuses a second run, a worker's death
 is the task's failure (``KilledWorker``), a pin to a worker that does not exist fails at once and
@@ -56,6 +57,7 @@ class DaskCluster:
         self.closing = threading.Event()
         self.executors: list[DaskExecutor] = []
         self.workers: list[subprocess.Popen] = []  # the local cluster's worker processes
+        self.prepared = False  # the workers were asked to start their agents for the run
 
     @property
     def where(self) -> str:
@@ -130,11 +132,9 @@ class DaskCluster:
         self.run = run
         self.log = log
 
-        def settings(dask_scheduler: Any = None) -> tuple:
-            import dask
-
-            return (dask.config.get("distributed.scheduler.allowed-failures", None),
-                    dask.config.get("distributed.scheduler.no-workers-timeout", None))
+        def settings(dask_scheduler: Any = None) -> tuple:  # runs in the scheduler: its own values
+            return (getattr(dask_scheduler, "allowed_failures", None),
+                    getattr(dask_scheduler, "no_workers_timeout", None))
 
         try:
             allowed, no_workers = self.client.run_on_scheduler(settings)
@@ -235,14 +235,16 @@ class DaskExecutor(Executor):
     remote = True
 
     def __init__(self, cluster: DaskCluster, host: Optional[str], report: Report,
-                 max_concurrent: Optional[int] = None):
+                 max_concurrent: Optional[int] = None, imports: tuple[str, ...] = ()):
         self.cluster = cluster
+        self.imports = list(imports)  # the modules of the Dask steps' functions: imported once per worker
         self.host = host
         self.report = report
         self.capacity = max_concurrent if max_concurrent and max_concurrent >= 1 else None
         self.futures: dict[int, Any] = {}
         self.lock = threading.Lock()
         self.settings: dict = {}
+        self.shared: Any = None  # the settings, scattered to the workers on the first submit
         cluster.executors.append(self)
 
     def start(self) -> None:
@@ -252,10 +254,21 @@ class DaskExecutor(Executor):
         log = logging.getLogger(run.logger_name)
         self.cluster.bind(run, log)
         self.log = log
+        from ..agent import versions
+
         self.settings = {"target": run.target, "busy_timeout": run.busy_timeout, "run_id": run.run_id,
-                         "recovery": run.recovery, "logger_name": run.logger_name, "logging": dict(run.logging)}
+                         "recovery": run.recovery, "logger_name": run.logger_name, "logging": dict(run.logging),
+                         "grace": run.grace, "imports": self.imports, "versions": versions()}
         if self.host is not None:
             self.cluster.watch()
+        if not self.cluster.prepared:  # every worker starts its agent for the run now, side by side
+            self.cluster.prepared = True
+            from .. import daskworker
+
+            try:
+                self.cluster.client.run(daskworker.prepare, self.settings, wait=False)
+            except Exception as exc:  # the first task says what is wrong
+                log.debug("Could not prepare the Dask workers: %s", exc)
 
     def submit(self, task_id: int, step: StepDef, ctx: TaskContext) -> None:
         where = self.cluster.where
@@ -273,7 +286,9 @@ class DaskExecutor(Executor):
 
         key = f"sequent-{self.settings['run_id']}-{self.settings['recovery']}-{task_id}-{uuid.uuid4().hex[:8]}"
         task = {"id": task_id, "key": key, "ctx": ctx, "blob": blob}
-        future = self.cluster.client.submit(daskworker.run_task, self.settings, task, key=key,
+        if self.shared is None:  # the run's settings travel once to every worker, then by reference
+            self.shared = self.cluster.client.scatter(self.settings, broadcast=True, hash=False)
+        future = self.cluster.client.submit(daskworker.run_task, self.shared, task, key=key,
                                             workers=[self.host] if self.host else None, allow_other_workers=False,
                                             pure=False, retries=0)
         with self.lock:
@@ -324,9 +339,13 @@ class DaskExecutor(Executor):
             self.report(TaskOutcome.failed(task_id, why, host=self.host))
 
     def signal(self, signum: int) -> None:
+        """Signal the tasks on the workers: they end, and report, as killed; what waits never starts."""
         if self.futures:
             self.cluster.signal(signum)
-            self.fail_all(f"stopped: the coordinator received signal {signum}")
+
+    def unkillable(self) -> bool:
+        """Past the grace, a task whose worker does not answer is given up (its agent still records it)."""
+        return True
 
     def stop(self, grace: float, *, abandon: bool) -> None:
         if self.futures:
@@ -343,11 +362,14 @@ def dask_executors(program: Any, config: Any, report: Report) -> tuple[Optional[
     if not steps:
         return None, {}
     cluster = DaskCluster(dict(config.get("DASK") or {}))
-    unpinned = DaskExecutor(cluster, None, report) if any(not s.hosts for s in steps) else None
+    imports = tuple(dict.fromkeys(m for m in (getattr(s.func, "__module__", None) for s in steps if s.func)
+                                  if isinstance(m, str) and m not in ("__main__", "builtins")))
+    unpinned = DaskExecutor(cluster, None, report, imports=imports) if any(not s.hosts for s in steps) else None
     pinned = {}
     for step in steps:
         for name in step.hosts:
             if name not in pinned:
                 entry = _config.host_settings(name, config)
-                pinned[name] = DaskExecutor(cluster, name, report, max_concurrent=entry.max_concurrent)
+                pinned[name] = DaskExecutor(cluster, name, report, max_concurrent=entry.max_concurrent,
+                                            imports=imports)
     return unpinned, pinned

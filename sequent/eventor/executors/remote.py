@@ -50,6 +50,12 @@ def is_local(host: str, own: str) -> bool:
     return host == socket.getfqdn() if "." in host else False
 
 
+def _relay(data: dict) -> None:
+    """A task's log record from its agent, into this process's logging (the run log)."""
+    record = logging.makeLogRecord(data)
+    logging.getLogger(record.name).handle(record)
+
+
 class _NoMain(pickle.Pickler):
     """A pickler that refuses what only this process can load: functions and classes of __main__."""
 
@@ -106,10 +112,16 @@ class RemoteExecutor(Executor):
 
     construct = TaskConstruct.process
     remote = True
+    #: What the agent does with running tasks when its channel ends: "finish" them (the coordinator
+    #: died: what ends is still recorded), or "kill" them (the process it serves died).
+    on_eof = "finish"
+    #: With on_eof "kill": the reason its stopped tasks' errors give.
+    eof_why = ""
 
     def __init__(self, host: str, destination: str, *, python: str = "python3", env: Optional[dict] = None,
                  workdir: Optional[str] = None, max_concurrent: Optional[int] = None,
-                 options: SshOptions = SshOptions(), report: Report, imports: tuple[str, ...] | list[str] = ()):
+                 options: SshOptions = SshOptions(), report: Report, imports: tuple[str, ...] | list[str] = (),
+                 on_record: Optional[Any] = None, versions: Optional[dict] = None):
         self.host = host
         self.destination = destination
         self.python = python
@@ -119,6 +131,8 @@ class RemoteExecutor(Executor):
         self.options = options
         self.report = report
         self.imports = list(imports)  # the modules of its steps' functions, imported by the agent at its start
+        self.on_record = on_record or _relay  # what becomes of a task's log record (data from the agent)
+        self.versions = versions  # the coordinator's, which the agent must match (None: this process's)
         self.proc: Optional[subprocess.Popen] = None
         self.outbox: queue.SimpleQueue = queue.SimpleQueue()
         self.running: set[int] = set()
@@ -140,7 +154,7 @@ class RemoteExecutor(Executor):
         """Launch ssh and the agent, and greet it (the answer is read in bind)."""
         from .. import agent
 
-        argv = agent_argv(self.destination, self.python, self.options)
+        argv = self.argv()
         try:
             self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                          start_new_session=True, bufsize=0)
@@ -149,9 +163,14 @@ class RemoteExecutor(Executor):
         self._thread(self._read_stderr, "stderr")
         try:
             assert self.proc.stdin is not None
-            self.proc.stdin.write(boot_frame(self.env, self.workdir) + wire.encode(("hello", agent.versions())))
+            self.proc.stdin.write(boot_frame(self.env, self.workdir) +
+                                  wire.encode(("hello", self.versions or agent.versions())))
         except OSError:  # it ended already: bind() says why
             pass
+
+    def argv(self) -> list[str]:
+        """The command that starts the agent: ssh to the host."""
+        return agent_argv(self.destination, self.python, self.options)
 
     def _thread(self, target: Any, what: str) -> None:
         thread = threading.Thread(target=target, daemon=True, name=f"sequent-{self.host}-{what}")
@@ -172,7 +191,7 @@ class RemoteExecutor(Executor):
         self._send_now(("run", {"target": run.target, "busy_timeout": run.busy_timeout, "run_id": run.run_id,
                                 "recovery": run.recovery, "host": self.host, "logger_name": run.logger_name,
                                 "logging": dict(run.logging), "grace": run.grace, "link_timeout": link_timeout,
-                                "imports": self.imports}))
+                                "imports": self.imports, "on_eof": self.on_eof, "eof_why": self.eof_why}))
         ready = self._answer(deadline, "ready")
         if ready[0] == "error":
             self._close()
@@ -287,8 +306,7 @@ class RemoteExecutor(Executor):
                 self.running.discard(outcome.task_id)
             self.report(outcome)
         elif kind == "log":
-            record = logging.makeLogRecord(frame[1])
-            logging.getLogger(record.name).handle(record)
+            self.on_record(frame[1])
 
     # -- tasks ----------------------------------------------------------------------------------
 
@@ -309,6 +327,15 @@ class RemoteExecutor(Executor):
                                            f"{type(exc).__name__}: {exc}", host=self.host))
             return
         self.outbox.put(wire.encode(("task", task_id, step.name, ctx.sequence, ctx, blob)))
+
+    def submit_blob(self, task_id: int, ctx: TaskContext, blob: bytes) -> bool:
+        """Send a task whose step is already pickled (see step_spec); False when the agent is gone."""
+        with self.lock:
+            if self.dead is not None:
+                return False
+            self.running.add(task_id)
+        self.outbox.put(wire.encode(("task", task_id, ctx.step, ctx.sequence, ctx, blob)))
+        return True
 
     @property
     def alive(self) -> bool:
