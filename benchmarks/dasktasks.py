@@ -4,13 +4,13 @@ against Dask's own submit-and-wait of the same no-op, on the same cluster, in th
 
 Run from the repository root with the venv's python::
 
-    python benchmarks/dask.py                        # starts its own Dask cluster and PostgreSQL
-    python benchmarks/dask.py --repeat 5 --json out.json
-    python benchmarks/dask.py --address tcp://scheduler:8786 --store postgresql+psycopg://...
+    python benchmarks/dasktasks.py                        # starts its own Dask cluster and PostgreSQL
+    python benchmarks/dasktasks.py --repeat 5 --json out.json
+    python benchmarks/dasktasks.py --address tcp://scheduler:8786 --store postgresql+psycopg://...
 
 Without ``--address`` it starts a scheduler and three workers w1, w2, w3 on this machine with
 tests/daskcluster.py (their PYTHONPATH holds the repository, so they import this file as
-``benchmarks.dask``); without ``--store`` it starts a throwaway PostgreSQL cluster with
+``benchmarks.dasktasks``); without ``--store`` it starts a throwaway PostgreSQL cluster with
 tests/pgserver.py; it stops both at the end.  Every measured run is a fresh subprocess of this file
 (``_worker`` as first argument).  Measured, for a chain of N (``--n``, default 200) tasks:
 
@@ -35,7 +35,7 @@ started.  See benchmarks/README.rst.
 
 from __future__ import annotations
 
-# Dask workers import this module (``benchmarks.dask``) to find ``noop``: only os, sys and time here.
+# Dask workers import this module (``benchmarks.dasktasks``) to find ``noop``: only os, sys and time here.
 import os
 import sys
 import time
@@ -44,15 +44,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 THIS = os.path.abspath(__file__)
 GOAL_X = 2.0  # the goal: a task costs at most 2x Dask's own submit-and-wait
-MODULE = "benchmarks.dask"  # this file as the workers import it (the repository is on their PYTHONPATH)
+MODULE = "benchmarks.dasktasks"  # this file as the workers import it (the repository is on their PYTHONPATH)
 
-if __name__ == "__main__":
-    # Run as a script, this folder is first on sys.path, where this very file would be found as
-    # "dask": take the folder off once the shared runner is imported, so that "import dask" is Dask.
+if __name__ == "__main__":  # run as a script (this folder first on sys.path): the shared runner
     from workers import Failed  # noqa: E402
     import workers  # noqa: E402
-
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
 
 
 # ----------------------------------------------------------------------------------- the work
