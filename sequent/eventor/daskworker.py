@@ -215,8 +215,9 @@ def signal_tasks(run_id: str, recovery: int, signum: int) -> int:
 
 
 def forget_run(run_id: str, recovery: int) -> None:
-    """The attempt is over: stop its agent here (Client.run, at the run's end)."""
+    """The attempt is over: stop its agent here (Client.run, at the run's end), in a thread: Client.run
+    calls this on the worker's event loop, which must not wait for the agent to end."""
     with _LOCK:
         attempt = _RUNS.pop((run_id, recovery), None)
     if attempt is not None:
-        attempt.stop()
+        threading.Thread(target=attempt.stop, daemon=True, name="sequent-dask-forget").start()
