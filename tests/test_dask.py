@@ -294,3 +294,48 @@ def _agent_host(store: str, token: str) -> str:
             return conn.execute(sa.text("select host from sequent_agents where token = :t"), {"t": token}).scalar()
     finally:
         engine.dispose()
+
+
+def test_an_agent_that_claims_first_never_runs_a_task_another_agent_claimed(tmp_path: Path) -> None:
+    """What makes a Dask rerun after a worker's death harmless: only the first claim runs the task."""
+    from sequent.eventor.context import TaskContext
+    from sequent.eventor.daskworker import _LocalAgent
+    from sequent.eventor.dburl import resolve_store
+    from sequent.eventor.executors.base import RunInfo
+    from sequent.eventor.executors.remote import dumps, step_spec
+    from sequent.eventor.model import StepDef
+    from sequent.eventor.store import Store
+
+    path, journal = str(tmp_path / "store.db"), str(tmp_path / "journal")
+    target = resolve_store(path, {}, "")
+    store = Store(target).open()
+    store.start_attempt(run_id="r", flow="f", program=None, host="here", mode="restart", recovery=0, based_on=None,
+                        fingerprint="x", steps=[])
+    writer = store.writer("r", 0, "here")
+    for step in ("taken", "free"):
+        writer.task(step, "1", "active", created=1.0, started=1.0, new=True)
+    writer.commit()
+    assert store.claim_task("r", 0, "taken", "1", owner="w1:1:1", pid=None, logfile=None)  # the first worker's
+    outcomes: list = []
+    agent = _LocalAgent("w2", "w2", python=sys.executable, env={"PYTHONPATH": TESTS}, report=outcomes.append,
+                        imports=["remotefuncs"])
+    agent.claim_first = True
+    agent.start()
+    try:
+        agent.bind(RunInfo(target=target, busy_timeout=5.0, run_id="r", recovery=0, logger_name="f-r",
+                           logging={"logdir": str(tmp_path / "logs"), "console": False}, grace=1.0))
+        for task_id, step in ((1, "taken"), (2, "free")):
+            ctx = TaskContext(step, "1", 0, f"f-r.{step}_1", "r", {"SEQUENT_STEP_NAME": step})
+            blob = dumps(step_spec(StepDef(name=step, func=remotefuncs.note, args=(journal, step))))
+            assert agent.submit_blob(task_id, ctx, blob)
+        wait_for(lambda: len(outcomes) == 2, 30, "both outcomes")
+    finally:
+        agent.stop(1.0, abandon=False)
+    by_id = {o.task_id: o for o in outcomes}
+    assert by_id[1].status.value == "failure" and "another worker ran it already" in by_id[1].error
+    assert by_id[2].status.value == "success"
+    assert Path(journal).read_text().splitlines() == ["free"]  # the claimed one never ran here
+    rows = {row.step: row for row in store.task_rows("r")}
+    assert (rows["taken"].status, rows["taken"].owner) == ("active", "w1:1:1")  # still the first worker's
+    assert rows["free"].status == "success" and rows["free"].owner.startswith(f"{os.uname().nodename}:")
+    store.dispose()

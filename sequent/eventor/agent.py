@@ -8,7 +8,7 @@ coordinator to agent                  agent to coordinator
 ====================================  ==========================================================
 ``("hello", versions)``               ``("hello", versions, problem)``: a problem ends the agent
 ``("run", settings)``                 ``("ready", hostname)`` or ``("error", text)``
-``("task", id, step, seq, ctx, blob)``  ``("done", outcome fields)`` once it ended and was recorded
+``("task", id, step, seq, ctx, blob)``  ``("done", outcome fields)`` once it ended
 ``("signal", signum)``                ``("log", record)``: every record of a task, for the run log
 ``("ping",)`` (the link is alive)
 end of file: finish
@@ -16,10 +16,12 @@ end of file: finish
 
 Each task runs as a local process task does, in its own process group forked by a
 :class:`~.launcher.ProcessLauncher`, with the same environment, logger and line format; its log
-file is on this host.  The agent records each task's end in the shared store *before* it replies,
-with a write that applies only while the task is still active (the first final write wins), so a
+file is on this host.  The agent records who runs each task, and its end, in the shared store
+itself, with writes that apply only while the task is still active (the first final write wins):
+the coordinator writes the same end the same way, so whichever of them survives records it, and a
 task that ends after the coordinator died is still recorded.  At end of file, or when the link
-stays silent, it starts nothing more, lets running tasks end, records them, and exits.
+stays silent, it starts nothing more, lets running tasks end (or, serving a Dask worker that
+died, stops them), records them, and exits.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import logging
 import os
 import pickle
 import platform
+import queue
 import select
 import signal
 import socket
@@ -143,7 +146,7 @@ class Agent:
         self.pending: list = []  # frames read but not handled yet
         self.eof = False
         self.link_ok = True  # False once the coordinator stopped answering (or hung up)
-        self.running: dict[int, tuple[str, str]] = {}  # task id -> (step, sequence)
+        self.running: dict[int, tuple[str, str, str]] = {}  # task id -> (step, sequence, its logger's name)
         self.launcher: Any = None
         self.store: Any = None
         self.token = f"{HOST}:{os.getpid()}:{time.time():.6f}"
@@ -153,6 +156,8 @@ class Agent:
         self.beat_thread: Optional[threading.Thread] = None
         self.log_r: Optional[socket.socket] = None
         self.orphaned_at: Optional[float] = None  # when the channel ended with tasks running (on_eof "kill")
+        self.claims: queue.SimpleQueue = queue.SimpleQueue()  # tasks started, whose claim is not written yet
+        self.claim_thread: Optional[threading.Thread] = None
         self.killed = False
 
     # -- the channel ----------------------------------------------------------------------------
@@ -246,6 +251,22 @@ class Agent:
         self.beat_thread = threading.Thread(target=self._beat, args=(beat_conn,), daemon=True,
                                             name="sequent-agent-heartbeat")
         self.beat_thread.start()
+        if not settings.get("claim_first"):  # claims off the path of a task's start and end
+            claims_store = Store(settings["target"], busy_timeout=settings["busy_timeout"]).open()
+            self.claim_thread = threading.Thread(target=self._claim, args=(claims_store,), daemon=True,
+                                                 name="sequent-agent-claims")
+            self.claim_thread.start()
+
+    def _claim(self, store: Any) -> None:
+        """Record who runs each task started (a thread: a task may start, and even end, meanwhile)."""
+        try:
+            while True:
+                item = self.claims.get()
+                if item is None:
+                    return
+                self.claim(*item, store=store)
+        finally:
+            store.close()
 
     def _beat(self, conn: Any) -> None:
         try:
@@ -309,38 +330,57 @@ class Agent:
         kind = frame[0]
         if kind == "task":
             _, task_id, step, seq, ctx, blob = frame
-            self.running[task_id] = (step, seq)
-            logfile = _AGENT_LOGS.task_log_path(ctx.logger_name)
-            try:
-                self.store.claim_task(self.settings["run_id"], self.settings["recovery"], step, seq,
-                                      owner=self.token, pid=None, logfile=logfile)
-            except Exception as exc:  # recorded at its end, or failed then if the store stays away
-                self.log.warning("agent on %s: could not record that it runs %s/%s: %s", HOST, step, seq, exc)
-            self.launcher.launch(task_id, 0, (), {"ctx": ctx, "blob": blob})
+            self.running[task_id] = (step, seq, ctx.logger_name)
+            if self.settings.get("claim_first"):  # a cluster may send a task again: only the claim's winner runs it
+                if self.claim(step, seq, ctx) is False:
+                    self.ended(TaskOutcome.failed(task_id, f"not run by the agent on {self.settings['host']!r}: the "
+                                                  f"task is no longer active, or another worker ran it already (the "
+                                                  f"cluster sent it again after a worker died)"))
+                    return
+                self.launcher.launch(task_id, 0, (), {"ctx": ctx, "blob": blob})
+            else:  # sent once: the claim only records who runs it, by another thread while it starts
+                self.launcher.launch(task_id, 0, (), {"ctx": ctx, "blob": blob})
+                self.claims.put((step, seq, ctx))
         elif kind == "signal":
             if self.launcher.running:
                 self.launcher.signal_tasks(frame[1])
         # "ping" only says the link is alive
 
+    def claim(self, step: str, seq: str, ctx: TaskContext, store: Any = None) -> Optional[bool]:
+        """Record in the store that this agent runs the task, with its log file (None: the store failed)."""
+        try:
+            return (store or self.store).claim_task(
+                self.settings["run_id"], self.settings["recovery"], step, seq, owner=self.token, pid=None,
+                logfile=_AGENT_LOGS.task_log_path(ctx.logger_name))
+        except Exception as exc:  # its end is recorded all the same
+            self.log.warning("agent on %s: could not record that it runs %s/%s: %s", HOST, step, seq, exc)
+            return None
+
     def ended(self, outcome: TaskOutcome) -> None:
-        """Record a task's end in the store (fenced), then tell the coordinator."""
+        """Tell the coordinator how a task ended, and record it in the store (fenced).
+
+        Both write the same end with a write that applies only while the task is active, so the
+        order does not matter for what is kept, and whichever of them survives records it; the
+        coordinator hears first, which saves it a round trip to the store per task."""
         key = self.running.pop(outcome.task_id, None)
         if key is None:
             return
-        step, seq = key
+        step, seq, logger = key
         if self.orphaned_at is not None and outcome.status is not OutcomeStatus.success:
             why = self.settings.get("eof_why") or "the agent's channel ended"
             outcome.error = f"{why}; the task was stopped ({outcome.error})"
         status = "success" if outcome.status is OutcomeStatus.success else "failure"
         error = (outcome.error + ("\n" + outcome.traceback if outcome.traceback else "")) or None
-        recorded = False
+        outcome.host = self.settings["host"]
+        self.send(("done", {name: getattr(outcome, name) for name in TaskOutcome.__slots__}))
         for attempt in range(3):
             try:
                 recorded = self.store.finish_task(
                     self.settings["run_id"], self.settings["recovery"], step, seq, status=status,
                     ended=outcome.ended, pid=outcome.pid, host=self.settings["host"],
-                    result=outcome.result or None, error=error)
-                if not recorded:
+                    result=outcome.result or None, error=error, owner=self.token,
+                    logfile=_AGENT_LOGS.task_log_path(logger) if logger else None)
+                if not recorded and not self.link_ok:  # (with a live link the coordinator may have written it)
                     self.log.warning("[ Task %s/%s ] its end (%s) came after the task was ended elsewhere: "
                                      "discarded (the first recorded end stands)", step, seq, status)
                 break
@@ -348,8 +388,6 @@ class Agent:
                 self.log.error("agent on %s: could not record the end of %s/%s (try %d): %s",
                                HOST, step, seq, attempt + 1, exc)
                 time.sleep(1.0)
-        outcome.host = self.settings["host"]
-        self.send(("done", {name: getattr(outcome, name) for name in TaskOutcome.__slots__}, recorded))
 
     def relay_logs(self) -> None:
         assert self.log_r is not None
@@ -373,6 +411,9 @@ class Agent:
         self.beat_stop.set()
         if self.beat_thread is not None:
             self.beat_thread.join(5.0)
+        if self.claim_thread is not None:
+            self.claims.put(None)
+            self.claim_thread.join(5.0)
         if self.store is not None:
             try:
                 self.store.agent_ended(self.token)

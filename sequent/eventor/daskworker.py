@@ -19,8 +19,9 @@ import os
 import sys
 import threading
 import time
-from typing import Optional
+from typing import Any, Optional
 
+from . import wire
 from .errors import EventorError
 from .executors.base import RunInfo
 from .executors.remote import RemoteExecutor
@@ -47,6 +48,21 @@ class _LocalAgent(RemoteExecutor):
 
     def argv(self) -> list[str]:
         return [sys.executable, "-c", BOOTSTRAP]
+
+    def submit_blob(self, task_id: int, ctx: Any, blob: bytes) -> bool:
+        """Write the task straight into the agent's input from the worker's thread (which waits for
+        the task anyway): one thread hop less per task than through the writer thread."""
+        with self.lock:
+            if self.dead is not None:
+                return False
+            self.running.add(task_id)
+        assert self.proc is not None and self.proc.stdin is not None
+        try:
+            with self.write_lock:
+                self.proc.stdin.write(wire.encode(("task", task_id, ctx.step, ctx.sequence, ctx, blob)))
+        except OSError:  # the agent is gone: its reader fails the task
+            pass
+        return True
 
     def _read_stderr(self) -> None:
         """What the agent and its tasks print goes to the worker's own stderr (the worker's log)."""
@@ -76,6 +92,7 @@ class _Attempt:
                                  imports=settings["imports"], on_record=self._record, versions=settings["versions"],
                                  options=SshOptions(alive_interval=5.0, alive_count=3))
         self.agent.eof_why = f"the Dask worker {worker!r} running it died"
+        self.agent.claim_first = bool(settings.get("claim_first", True))
         self.agent.start()
         self.agent.bind(RunInfo(target=settings["target"], busy_timeout=settings["busy_timeout"],
                                 run_id=settings["run_id"], recovery=settings["recovery"],

@@ -529,14 +529,18 @@ class Store:
         return done.rowcount == 1
 
     def finish_task(self, run_id: str, recovery: int, step: str, sequence: str, *, status: str, ended: float,
-                    pid: Optional[int], host: str, result: Optional[str], error: Optional[str]) -> bool:
+                    pid: Optional[int], host: str, result: Optional[str], error: Optional[str],
+                    owner: Optional[str] = None, logfile: Optional[str] = None) -> bool:
         """Record a task's end if it is still active: the first final write wins, a later one is
-        discarded (returns False)."""
+        discarded (returns False).  An agent gives its ``owner`` token (and the task's ``logfile``):
+        it records only the end of a task that it claimed, or that nobody did, and its own name on it."""
+        extra = {"owner": owner, "logfile": logfile} if owner else {}
         with self._tx() as conn:
             done = conn.execute(tasks.update().where(
                 tasks.c.run_id == run_id, tasks.c.recovery == recovery, tasks.c.step == step,
-                tasks.c.sequence == sequence, tasks.c.status == "active").values(
-                    status=status, ended=ended, pid=pid, host=host, result=result, error=error))
+                tasks.c.sequence == sequence, tasks.c.status == "active",
+                *((sa.or_(tasks.c.owner.is_(None), tasks.c.owner == owner),) if owner else ())).values(
+                    status=status, ended=ended, pid=pid, host=host, result=result, error=error, **extra))
         return done.rowcount == 1
 
     # -- tasks --------------------------------------------------------------------------------

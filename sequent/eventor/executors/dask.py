@@ -58,6 +58,7 @@ class DaskCluster:
         self.executors: list[DaskExecutor] = []
         self.workers: list[subprocess.Popen] = []  # the local cluster's worker processes
         self.prepared = False  # the workers were asked to start their agents for the run
+        self.reruns = True  # until the scheduler says otherwise: Dask may run a task again elsewhere
 
     @property
     def where(self) -> str:
@@ -141,6 +142,7 @@ class DaskCluster:
         except Exception as exc:
             log.warning("Could not read the settings of %s: %s", self.where, exc)
             return
+        self.reruns = allowed not in (0, "0")  # Dask may send a task again: agents must claim it first
         if allowed not in (0, "0"):
             log.warning("%s reruns a task up to %s times when its worker dies (distributed.scheduler."
                         "allowed-failures); sequent refuses such a rerun, so the task fails only once the reruns "
@@ -258,7 +260,8 @@ class DaskExecutor(Executor):
 
         self.settings = {"target": run.target, "busy_timeout": run.busy_timeout, "run_id": run.run_id,
                          "recovery": run.recovery, "logger_name": run.logger_name, "logging": dict(run.logging),
-                         "grace": run.grace, "imports": self.imports, "versions": versions()}
+                         "grace": run.grace, "imports": self.imports, "versions": versions(),
+                         "claim_first": self.cluster.reruns}
         if self.host is not None:
             self.cluster.watch()
         if not self.cluster.prepared:  # every worker starts its agent for the run now, side by side

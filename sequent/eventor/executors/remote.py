@@ -117,6 +117,9 @@ class RemoteExecutor(Executor):
     on_eof = "finish"
     #: With on_eof "kill": the reason its stopped tasks' errors give.
     eof_why = ""
+    #: The agent claims a task in the store before it starts it, and runs only what it claimed: for
+    #: a cluster that may send a task again (else it starts the task, then records who runs it).
+    claim_first = False
 
     def __init__(self, host: str, destination: str, *, python: str = "python3", env: Optional[dict] = None,
                  workdir: Optional[str] = None, max_concurrent: Optional[int] = None,
@@ -135,6 +138,7 @@ class RemoteExecutor(Executor):
         self.versions = versions  # the coordinator's, which the agent must match (None: this process's)
         self.proc: Optional[subprocess.Popen] = None
         self.outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.write_lock = threading.Lock()  # one frame at a time into the agent's input
         self.running: set[int] = set()
         self.lock = threading.Lock()
         self.dead: Optional[str] = None  # why the link ended, once it did
@@ -191,7 +195,8 @@ class RemoteExecutor(Executor):
         self._send_now(("run", {"target": run.target, "busy_timeout": run.busy_timeout, "run_id": run.run_id,
                                 "recovery": run.recovery, "host": self.host, "logger_name": run.logger_name,
                                 "logging": dict(run.logging), "grace": run.grace, "link_timeout": link_timeout,
-                                "imports": self.imports, "on_eof": self.on_eof, "eof_why": self.eof_why}))
+                                "imports": self.imports, "on_eof": self.on_eof, "eof_why": self.eof_why,
+                                "claim_first": self.claim_first}))
         ready = self._answer(deadline, "ready")
         if ready[0] == "error":
             self._close()
@@ -266,7 +271,8 @@ class RemoteExecutor(Executor):
                     item = ("ping",)
                 if item is None:
                     break
-                stdin.write(wire.encode(item) if not isinstance(item, bytes) else item)
+                with self.write_lock:
+                    stdin.write(wire.encode(item) if not isinstance(item, bytes) else item)
         except OSError:
             pass
         finally:
