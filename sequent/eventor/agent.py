@@ -247,37 +247,46 @@ class Agent:
         self.store = Store(settings["target"], busy_timeout=settings["busy_timeout"]).open()
         self.store.agent_started(token=self.token, run_id=settings["run_id"], recovery=settings["recovery"],
                                  host=settings["host"], hostname=HOST, pid=os.getpid())
-        beat_conn = self.store.connect()
-        self.beat_thread = threading.Thread(target=self._beat, args=(beat_conn,), daemon=True,
-                                            name="sequent-agent-heartbeat")
+        # their own connections, opened by the threads themselves: the agent is ready meanwhile
+        self.beat_thread = threading.Thread(target=self._beat, daemon=True, name="sequent-agent-heartbeat")
         self.beat_thread.start()
         if not settings.get("claim_first"):  # claims off the path of a task's start and end
-            claims_store = Store(settings["target"], busy_timeout=settings["busy_timeout"]).open()
-            self.claim_thread = threading.Thread(target=self._claim, args=(claims_store,), daemon=True,
-                                                 name="sequent-agent-claims")
+            self.claim_thread = threading.Thread(target=self._claim, daemon=True, name="sequent-agent-claims")
             self.claim_thread.start()
 
-    def _claim(self, store: Any) -> None:
+    def _claim(self) -> None:
         """Record who runs each task started (a thread: a task may start, and even end, meanwhile)."""
+        from .store import Store
+
+        store = None
         try:
+            store = Store(self.settings["target"], busy_timeout=self.settings["busy_timeout"]).open()
             while True:
                 item = self.claims.get()
                 if item is None:
                     return
                 self.claim(*item, store=store)
+        except Exception as exc:  # the ends are recorded all the same, with their owner
+            self.log.warning("agent on %s: cannot record who runs its tasks: %s", HOST, exc)
         finally:
-            store.close()
+            if store is not None:
+                store.close()
 
-    def _beat(self, conn: Any) -> None:
+    def _beat(self) -> None:
+        conn = None
         try:
+            conn = self.store.connect()
             while not self.beat_stop.wait(runlock.HEARTBEAT_EVERY):
                 try:
                     self.store.agent_beat(conn, self.token)
                 except Exception as exc:  # the store is away for now: beat again later
                     self.log.warning("agent on %s: heartbeat failed: %s", HOST, exc)
+        except Exception as exc:  # no connection for it: the agent counts as stale after a while
+            self.log.warning("agent on %s: cannot beat: %s", HOST, exc)
         finally:
             try:
-                conn.close()
+                if conn is not None:
+                    conn.close()
             except Exception:
                 pass
 
