@@ -11,12 +11,10 @@ recovery.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -29,50 +27,32 @@ import sequent as seq
 TESTS = str(Path(__file__).resolve().parent)
 sys.path.insert(0, TESTS)
 import remotefuncs  # noqa: E402
+from elsewhere import Flows, gone, wait_for  # noqa: E402
 
 OK = seq.STEP_SUCCESS
 
 pytestmark = [pytest.mark.dask, pytest.mark.timeout_seconds(120)]
 
 
-class Flows:
-    """A test's store, journal and configuration for flows on the test cluster."""
+class DaskFlows(Flows):
+    """Flows on the test cluster's workers w1, w2, w3."""
+
+    name, first, second, second_func = "dask", "w1", "w2", "on_worker"
 
     def __init__(self, cluster: Any, store: str, tmp_path: Path):
+        super().__init__(store, tmp_path)
         self.cluster = cluster
-        self.store = store
-        self.tmp = tmp_path
-        self.journal = str(tmp_path / "journal")
 
     def config(self, **extra: Any) -> dict:
-        return {"task_construct": "dask", "DASK": {"address": self.cluster.address}, "shutdown_grace": 2.0,
-                "agent_wait": 30, "LOGGING": {"logdir": str(self.tmp / "logs"), "console": False}, **extra}
-
-    def flow(self, name: str = "dask", **kwargs: Any) -> seq.Sequent:
-        config = kwargs.pop("config", None) or self.config()
-        return seq.Sequent(name=name, store=self.store, config=config, **kwargs)
-
-    def lines(self) -> list[str]:
-        return Path(self.journal).read_text().splitlines() if os.path.exists(self.journal) else []
-
-    def tasks(self, run_id: str) -> dict[str, Any]:
-        return {f"{t.step}/{t.sequence}/{t.recovery}": t for t in seq.run_tasks(self.store, run_id)}
+        return super().config(task_construct="dask", DASK={"address": self.cluster.address}, **extra)
 
 
 @pytest.fixture
-def flows(dask_cluster: Any, postgres_database: str, tmp_path: Path) -> Flows:
-    return Flows(dask_cluster, postgres_database, tmp_path)
+def flows(dask_cluster: Any, postgres_database: str, tmp_path: Path) -> DaskFlows:
+    return DaskFlows(dask_cluster, postgres_database, tmp_path)
 
 
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def test_a_flow_over_three_workers_runs_each_pinned_step_on_its_worker(flows: Flows) -> None:
+def test_a_flow_over_three_workers_runs_each_pinned_step_on_its_worker(flows: DaskFlows) -> None:
     flow = flows.flow()
     a = flow.add_step("a", remotefuncs.on_worker, args=(flows.journal, "one"), hosts=["w1"])
     b = flow.add_step("b", remotefuncs.on_worker, args=(flows.journal, "two"), hosts=["w2"], requires=[(a, OK)])
@@ -91,7 +71,7 @@ def test_a_flow_over_three_workers_runs_each_pinned_step_on_its_worker(flows: Fl
     assert run_log.count("dask line from") == 3  # its records reach the run log
 
 
-def test_an_unpinned_fan_out_runs_each_task_once_on_any_worker_within_the_flows_limit(flows: Flows) -> None:
+def test_an_unpinned_fan_out_runs_each_task_once_on_any_worker_within_the_flows_limit(flows: DaskFlows) -> None:
     flow = flows.flow(config=flows.config(max_concurrent=3))
     for i in range(9):
         flow.add_step(f"s{i}", remotefuncs.span_on_worker, args=(flows.journal, 0.3))
@@ -106,7 +86,7 @@ def test_an_unpinned_fan_out_runs_each_task_once_on_any_worker_within_the_flows_
     assert most <= 3
 
 
-def test_a_step_with_two_workers_runs_on_the_first_with_room_under_a_per_worker_limit(flows: Flows) -> None:
+def test_a_step_with_two_workers_runs_on_the_first_with_room_under_a_per_worker_limit(flows: DaskFlows) -> None:
     config = flows.config(HOSTS={"w1": {"max_concurrent": 1}, "w2": {"max_concurrent": 1}})
     flow = flows.flow(config=config)
     for i in range(4):
@@ -121,7 +101,7 @@ def test_a_step_with_two_workers_runs_on_the_first_with_room_under_a_per_worker_
         assert all(a[1] <= b[0] for a, b in zip(intervals, intervals[1:]))
 
 
-def test_a_pin_to_an_unknown_worker_fails_at_once_naming_it(flows: Flows) -> None:
+def test_a_pin_to_an_unknown_worker_fails_at_once_naming_it(flows: DaskFlows) -> None:
     flow = flows.flow(run_id="unknown")
     flow.add_step("a", remotefuncs.on_worker, args=(flows.journal,), hosts=["w9"])
     started = time.monotonic()
@@ -132,7 +112,7 @@ def test_a_pin_to_an_unknown_worker_fails_at_once_naming_it(flows: Flows) -> Non
     assert flows.lines() == []
 
 
-def test_a_worker_killed_mid_task_is_the_tasks_failure_and_it_never_runs_again(flows: Flows) -> None:
+def test_a_worker_killed_mid_task_is_the_tasks_failure_and_it_never_runs_again(flows: DaskFlows) -> None:
     flow = flows.flow(run_id="killed-worker")
     flow.add_step("a", remotefuncs.pause_on_worker, args=(flows.journal, 60), hosts=["w2"])
     flow.add_step("b", remotefuncs.on_worker, args=(flows.journal, "b"), hosts=["w3"])
@@ -157,28 +137,28 @@ def test_a_worker_killed_mid_task_is_the_tasks_failure_and_it_never_runs_again(f
     assert flows.tasks("killed-worker")["b/1/0"].status == "success"
     assert sum(line.startswith("start a") for line in flows.lines()) == 1  # never rerun by Dask
     task_pid = int(next(line for line in flows.lines() if line.startswith("start a")).split()[3])
-    assert _gone(task_pid, 15), "the task outlived its worker"  # SIGTERM, then SIGKILL after the grace
+    assert gone(task_pid, 15), "the task outlived its worker"  # SIGTERM, then SIGKILL after the grace
     assert "end a" not in flows.lines()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_to_the_coordinator_kills_what_runs_on_the_workers(flows: Flows, signum: int) -> None:
+def test_a_signal_to_the_coordinator_kills_what_runs_on_the_workers(flows: DaskFlows, signum: int) -> None:
     run_id = f"dask-signal{int(signum)}"
-    proc = _coordinator(flows, run_id, "child_sleep", [flows.journal, 120])
+    proc = flows.coordinator(run_id, "child_sleep", [flows.journal, 120])
     wait_for(lambda: any(line.startswith("sleep ") for line in flows.lines()), 60, "the task's sleep")
     sleeper = int(next(line for line in flows.lines() if line.startswith("sleep ")).split()[1])
     proc.send_signal(signum)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode != 0, out
-    assert _gone(sleeper, 15), "the task's own child is still running on the worker"
+    assert gone(sleeper, 15), "the task's own child is still running on the worker"
     [run] = [r for r in seq.list_runs(flows.store) if r.run_id == run_id]
     assert run.outcome == "interrupted"
     assert flows.tasks(run_id)["s1/1/0"].status == "failure"
 
 
 def test_a_task_that_ends_after_its_coordinator_was_killed_is_recorded_and_skipped_by_recovery(
-        flows: Flows) -> None:
-    proc = _coordinator(flows, "dask-killed", "pause_on_worker", [flows.journal, 3])
+        flows: DaskFlows) -> None:
+    proc = flows.coordinator("dask-killed", "pause_on_worker", [flows.journal, 3])
     wait_for(lambda: any(line.startswith("start s1") for line in flows.lines()), 60, "the task")
     proc.kill()
     proc.communicate(timeout=10)
@@ -193,7 +173,7 @@ def test_a_task_that_ends_after_its_coordinator_was_killed_is_recorded_and_skipp
 
 
 def test_a_step_that_cannot_be_sent_or_a_store_workers_cannot_reach_is_refused_before_the_run(
-        flows: Flows, tmp_path: Path) -> None:
+        flows: DaskFlows, tmp_path: Path) -> None:
     flow = flows.flow()
     flow.add_step("s1", remotefuncs.make_closure())
     with pytest.raises(seq.SequentError, match=r"step 's1' runs on Dask, but .*defined inside another function"):
@@ -218,36 +198,6 @@ def test_without_an_address_a_run_starts_a_local_cluster_and_stops_it(tmp_path: 
 
 
 # --------------------------------------------------------------------------------------- helpers
-
-
-def _coordinator(flows: Flows, run_id: str, func: str, args: list) -> subprocess.Popen:
-    """A coordinator in a process of its own: s1 (remotefuncs.<func>) on w1, then s2 on w2."""
-    script = textwrap.dedent(f"""
-        import json, sys
-        sys.path.insert(0, {TESTS!r})
-        import remotefuncs
-        import sequent as seq
-        flow = seq.Sequent(name={run_id!r}, store={flows.store!r}, config=json.loads(sys.argv[1]), run_id={run_id!r})
-        s1 = flow.add_step("s1", remotefuncs.{func}, args={args!r}, hosts=["w1"])
-        flow.add_step("s2", remotefuncs.on_worker, args=({flows.journal!r}, "two"), hosts=["w2"],
-                      requires=[(s1, seq.STEP_SUCCESS)])
-        sys.exit(0 if flow.run() else 1)
-    """)
-    return subprocess.Popen([sys.executable, "-c", script, json.dumps(flows.config())], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-
-
-def _gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/status") as status:
-                if any(line.startswith("State:") and "Z" in line.split()[1] for line in status):
-                    return True
-        except FileNotFoundError:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _children(pid: int) -> list[int]:

@@ -9,13 +9,10 @@ nothing running, and let a recovery finish the run without running a success aga
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
-import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -29,38 +26,28 @@ TESTS = str(Path(__file__).resolve().parent)
 REPO = str(Path(__file__).resolve().parents[1])
 sys.path.insert(0, TESTS)
 import remotefuncs  # noqa: E402
+from elsewhere import Flows, gone, wait_for  # noqa: E402
 
 OK, FAIL = seq.STEP_SUCCESS, seq.STEP_FAILURE
 
 pytestmark = [pytest.mark.ssh, pytest.mark.timeout_seconds(120)]
 
 
-class Remote:
-    """A test's store, journal and configuration for flows on the test hosts."""
+class Remote(Flows):
+    """Flows on the test hosts h1, h2, h3."""
+
+    name, first, second = "remote", "h1", "h2"
 
     def __init__(self, hosts: Any, store: str, tmp_path: Path):
+        super().__init__(store, tmp_path)
         self.hosts = hosts
-        self.store = store
-        self.tmp = tmp_path
-        self.journal = str(tmp_path / "journal")
 
     def config(self, hosts: dict | None = None, **extra: Any) -> dict:
         entries = {name: {"python": sys.executable, "env": {"PYTHONPATH": TESTS}} for name in ("h1", "h2", "h3")}
         for name, entry in (hosts or {}).items():
             entries[name] = {**entries.get(name, {}), **entry} if isinstance(entry, dict) else entry
-        return {"ssh_config": self.hosts.config, "ssh_alive_interval": 1, "ssh_alive_count": 2,
-                "shutdown_grace": 2.0, "agent_wait": 30, "HOSTS": entries,
-                "LOGGING": {"logdir": str(self.tmp / "logs"), "console": False}, **extra}
-
-    def flow(self, name: str = "remote", **kwargs: Any) -> seq.Sequent:
-        config = kwargs.pop("config", None) or self.config()
-        return seq.Sequent(name=name, store=self.store, config=config, **kwargs)
-
-    def lines(self) -> list[str]:
-        return Path(self.journal).read_text().splitlines() if os.path.exists(self.journal) else []
-
-    def tasks(self, run_id: str) -> dict[str, Any]:
-        return {f"{t.step}/{t.sequence}/{t.recovery}": t for t in seq.run_tasks(self.store, run_id)}
+        return super().config(ssh_config=self.hosts.config, ssh_alive_interval=1, ssh_alive_count=2,
+                              HOSTS=entries, **extra)
 
     def no_sessions_left(self, timeout: float = 15.0) -> None:
         """Nothing of the run is left on any host: no agent, no task, no session."""
@@ -72,14 +59,6 @@ class Remote:
 @pytest.fixture
 def remote(ssh_hosts: Any, postgres_database: str, tmp_path: Path) -> Remote:
     return Remote(ssh_hosts, postgres_database, tmp_path)
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 # ----------------------------------------------------------------------------------- running there
@@ -314,13 +293,13 @@ def test_a_silent_link_is_noticed_by_keepalives_and_nothing_is_left_running(remo
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_to_the_coordinator_stops_remote_tasks_and_their_children(remote: Remote, signum: int) -> None:
     run_id = f"signal{int(signum)}"
-    proc = _coordinator(remote, run_id, "child_sleep", [remote.journal, 120])
+    proc = remote.coordinator(run_id, "child_sleep", [remote.journal, 120])
     wait_for(lambda: any(line.startswith("sleep ") for line in remote.lines()), 30, "the remote sleep")
     sleeper = int(next(line for line in remote.lines() if line.startswith("sleep ")).split()[1])
     proc.send_signal(signum)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode != 0, out
-    assert _gone(sleeper, 10), "the task's own child is still running"
+    assert gone(sleeper, 10), "the task's own child is still running"
     [run] = [r for r in seq.list_runs(remote.store) if r.run_id == run_id]
     assert run.outcome == "interrupted"
     assert remote.tasks(run_id)["s1/1/0"].status == "failure"
@@ -330,7 +309,7 @@ def test_a_signal_to_the_coordinator_stops_remote_tasks_and_their_children(remot
 
 def test_a_task_that_ends_after_its_coordinator_was_killed_is_recorded_and_skipped_by_recovery(
         remote: Remote) -> None:
-    proc = _coordinator(remote, "killed", "pause", [remote.journal, 3])
+    proc = remote.coordinator("killed", "pause", [remote.journal, 3])
     wait_for(lambda: any(line.startswith("start s1") for line in remote.lines()), 30, "the remote task")
     proc.kill()
     proc.communicate(timeout=10)
@@ -377,37 +356,6 @@ def _when_started(remote: Remote, prefix: str, action: Any) -> Any:
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
     return thread
-
-
-def _coordinator(remote: Remote, run_id: str, func: str, args: list) -> subprocess.Popen:
-    """A coordinator in a process of its own running ``s1`` (remotefuncs.<func>) on h1, then s2 on h2."""
-    script = textwrap.dedent(f"""
-        import json, sys
-        sys.path.insert(0, {TESTS!r})
-        import remotefuncs
-        import sequent as seq
-        config = json.loads(sys.argv[1])
-        flow = seq.Sequent(name={run_id!r}, store={remote.store!r}, config=config, run_id={run_id!r})
-        s1 = flow.add_step("s1", remotefuncs.{func}, args={args!r}, hosts=["h1"])
-        flow.add_step("s2", remotefuncs.where, args=({remote.journal!r}, "two"), hosts=["h2"],
-                      requires=[(s1, seq.STEP_SUCCESS)])
-        sys.exit(0 if flow.run() else 1)
-    """)
-    return subprocess.Popen([sys.executable, "-c", script, json.dumps(remote.config())], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-
-
-def _gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/status") as status:
-                if any(line.startswith("State:") and "Z" in line.split()[1] for line in status):
-                    return True
-        except FileNotFoundError:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 # ------------------------------------------------------------------------------- this machine
