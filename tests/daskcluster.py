@@ -41,9 +41,10 @@ Why this shape (see /work/shared/DISTRIBUTED.md, sections 3 and 5):
 - Processes are found, and stopped, by PID (checked against their start time, since a PID is
   reused) and by parentage and session, so a task's own subprocesses go with their worker.
 
-The CLI itself needs only the standard library, except ``start``, which asks the scheduler for
-its workers through ``distributed`` (so it must run with the virtualenv's python, where dask is
-installed; the ``dask`` command used is the one next to that python).
+The CLI itself needs only the standard library (and tests/proctree.py beside it), except
+``start``, which asks the scheduler for its workers through ``distributed`` (so it must run with
+the virtualenv's python, where dask is installed; the ``dask`` command used is the one next to
+that python).
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Optional, Sequence
+
+import proctree  # tests/proctree.py: this script's own folder is on sys.path
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = REPO / "tests"
@@ -94,105 +97,19 @@ class DaskClusterError(RuntimeError):
 # ----------------------------------------------------------------------------------- /proc helpers
 
 
-def _state_letter(pid: int) -> Optional[str]:
-    """The ``State:`` letter of a process (R, S, T, Z, ...), or None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("State:"):
-                    return line.split()[1]
-    except (OSError, IndexError):
-        return None
-    return None
-
-
-def _stat(pid: int) -> Optional[tuple[int, int, int]]:
-    """(parent pid, session id, start time in clock ticks) of a process, or None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    fields = raw[raw.rindex(b")") + 2:].split()
-    return int(fields[1]), int(fields[3]), int(fields[19])
-
-
-def _alive(pid: Optional[int], start_time: Optional[int] = None) -> bool:
-    """True while ``pid`` runs (a zombie has ended) and is the process started at ``start_time``."""
-    if pid is None or _state_letter(pid) in (None, "Z", "X"):
-        return False
-    if start_time is None:
-        return True
-    stat = _stat(pid)
-    return stat is not None and stat[2] == start_time
-
-
 def _tree(roots: dict[int, Optional[int]]) -> set[int]:
     """Every live process among ``roots`` (PID: start time) and below them: their descendants, and
     the processes of the sessions they lead (each was started in a session of its own), which
     includes those orphaned when their parent died (a session's id is not reused while it has
     processes)."""
-    sessions = set(roots)
-    children: dict[int, list[int]] = {}
-    seeds = {pid for pid, start_time in roots.items() if _alive(pid, start_time)}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        pid = int(entry)
-        stat = _stat(pid)
-        if stat is None:
-            continue
-        children.setdefault(stat[0], []).append(pid)
-        if stat[1] in sessions and pid not in roots:
-            seeds.add(pid)
-    found, todo = set(), list(seeds)
-    while todo:
-        pid = todo.pop()
-        if pid not in found:
-            found.add(pid)
-            todo.extend(children.get(pid, ()))
-    return {pid for pid in found if _alive(pid)}
-
-
-def _signal(pids: Iterable[int], sig: int) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-
-
-def _wait_gone(collect: Callable[[], set[int]], timeout: float) -> bool:
-    """Wait up to ``timeout`` seconds until ``collect()`` is empty; True if it became so."""
-    deadline = time.monotonic() + timeout
-    while collect():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)
-    return True
+    live = [pid for pid, start_time in roots.items() if proctree.alive(pid, start_time)]
+    return proctree.tree(live, lambda pid, stat: stat.session in roots and pid not in roots)
 
 
 def _kill_all(collect: Callable[[], set[int]], timeout: float = KILL_TIMEOUT) -> set[int]:
-    """SIGKILL what ``collect()`` returns until it returns nothing; return every PID killed.
-
-    The processes are first stopped (SIGSTOP) until no new one appears, so that none forks a
-    child we have not seen while its siblings are being killed."""
-    killed: set[int] = set()
-    deadline = time.monotonic() + timeout
-    while True:
-        seen: set[int] = set()
-        for _ in range(20):
-            pids = collect() - seen
-            if not pids:
-                break
-            _signal(pids, signal.SIGSTOP)
-            seen |= pids
-        _signal(seen, signal.SIGKILL)
-        killed |= seen
-        if _wait_gone(collect, 0.5):
-            return killed
-        if time.monotonic() > deadline:
-            raise DaskClusterError(f"processes still alive {timeout:.0f} s after SIGKILL: {sorted(collect())}")
+    """SIGKILL what ``collect()`` returns until it returns nothing, and return every PID killed
+    (:func:`proctree.kill_all`)."""
+    return proctree.kill_all(collect, timeout, DaskClusterError)
 
 
 def _log_tail(path: Path, lines: int = 20) -> str:
@@ -284,8 +201,8 @@ def _spawn(argv: Sequence[str], env: dict[str, str], log: Path, cwd: Path) -> tu
     if done.returncode != 0:
         raise DaskClusterError(f"could not start {argv[0]}: {done.stderr.strip()[-2000:]}")
     pid = int(done.stdout)
-    stat = _stat(pid)
-    return pid, None if stat is None else stat[2]
+    stat = proctree.stat(pid)
+    return pid, None if stat is None else stat.start_time
 
 
 def _environment() -> dict[str, str]:
@@ -339,7 +256,7 @@ class DaskCluster:
     def scheduler_running(self) -> bool:
         """True while the scheduler process start() started runs."""
         scheduler = self._state()["scheduler"]
-        return _alive(scheduler["pid"], scheduler["start_time"])
+        return proctree.alive(scheduler["pid"], scheduler["start_time"])
 
     def worker_pid(self, name: str) -> int:
         """The PID of worker ``name``'s process (its latest start; whether or not it still runs)."""
@@ -348,7 +265,7 @@ class DaskCluster:
     def running(self, name: str) -> bool:
         """True while worker ``name``'s process (its latest start) runs."""
         worker = self._worker(name)
-        return _alive(worker["pid"], worker["start_time"])
+        return proctree.alive(worker["pid"], worker["start_time"])
 
     def log(self, name: str) -> Path:
         """The log file of worker ``name`` (``"scheduler"``: the scheduler's)."""
@@ -363,7 +280,7 @@ class DaskCluster:
         entries = [state["scheduler"], *state["workers"]] if names is None else \
             [self._worker(name, state) for name in names]
         return {entry["pid"]: entry["start_time"] for entry in entries
-                if _alive(entry["pid"], entry["start_time"])}
+                if proctree.alive(entry["pid"], entry["start_time"])}
 
     def processes(self) -> set[int]:
         """Every live process of the set: the scheduler, the workers and whatever runs below them."""
@@ -421,7 +338,7 @@ class DaskCluster:
         """Start worker ``name`` (no wait) and record its PID in the state file."""
         state = self._state()
         worker = self._worker(name, state)
-        if _alive(worker["pid"], worker["start_time"]):
+        if proctree.alive(worker["pid"], worker["start_time"]):
             raise DaskClusterError(f"worker {name} still runs (pid {worker['pid']}); kill it first")
         local = self.directory / name
         local.mkdir(exist_ok=True)
@@ -511,10 +428,10 @@ def stop(directory: os.PathLike | str, grace: float = STOP_GRACE) -> None:
     def collect() -> set[int]:
         return _tree(roots)
 
-    _signal(_tree(workers), signal.SIGTERM)
-    _wait_gone(lambda: _tree(workers), grace)
-    _signal(collect(), signal.SIGTERM)
-    if not _wait_gone(collect, grace):
+    proctree.send_signal(_tree(workers), signal.SIGTERM)
+    proctree.wait_gone(lambda: _tree(workers), grace)
+    proctree.send_signal(collect(), signal.SIGTERM)
+    if not proctree.wait_gone(collect, grace):
         _kill_all(collect)
 
 

@@ -11,8 +11,8 @@ The cluster lives in DIR (``data/``, ``sock/``, ``postgres.log``, ``url``) and l
 127.0.0.1 on a port free when it starts, with its own unix socket directory, so it never meets
 Debian's own cluster or another test run.  It is tuned for throwaway data (no fsync).  initdb
 and pg_ctl refuse to run as root: as root they run as the ``postgres`` user, which must be able
-to traverse every parent of DIR (so not under /root).  Only the standard library is used, so
-.ci/run can call it before the virtualenv exists.
+to traverse every parent of DIR (so not under /root).  Only the standard library is used (and
+tests/proctree.py beside it), so .ci/run can call it before the virtualenv exists.
 """
 
 from __future__ import annotations
@@ -21,12 +21,14 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Optional, Sequence
+
+import proctree  # tests/proctree.py: this script's own folder is on sys.path
 
 USER = "sequent"
 PASSWORD = "sequent"
@@ -220,20 +222,10 @@ def _postmaster_pid(directory: Path) -> Optional[int]:
         return None
 
 
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie has ended)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2:].split()[0] not in ("Z", "X")
-
-
 def running(directory: os.PathLike | str) -> bool:
     """True while the cluster in ``directory`` has a live postmaster."""
     pid = _postmaster_pid(Path(directory).resolve())
-    return pid is not None and _alive(pid)
+    return pid is not None and proctree.alive(pid)
 
 
 def restart(directory: os.PathLike | str, mode: str = "fast") -> None:
@@ -249,7 +241,7 @@ def stop(directory: os.PathLike | str) -> None:
     if not (directory / "data" / "PG_VERSION").exists():
         return
     pid = _postmaster_pid(directory)
-    if pid is None or not _alive(pid):
+    if pid is None or not proctree.alive(pid):
         return
     for mode in ("fast", "immediate"):
         try:
@@ -257,15 +249,10 @@ def stop(directory: os.PathLike | str) -> None:
                  f"pg_ctl stop -m {mode}", timeout=STOP_TIMEOUT + 10)
             return
         except PgServerError:
-            if not _alive(pid):
+            if not proctree.alive(pid):
                 return
-    try:
-        os.kill(pid, 9)  # the backends end with their postmaster
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 10
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    proctree.send_signal([pid], signal.SIGKILL)  # the backends end with their postmaster
+    proctree.wait_gone(lambda: {pid} if proctree.alive(pid) else set(), 10)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

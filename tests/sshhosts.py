@@ -21,8 +21,8 @@ Why this shape (see /work/shared/INFRA.md): sshd needs root, ``/run/sshd``, an a
 path, ``StrictModes no`` for keys under /tmp, more ``MaxStartups``/``MaxSessions`` than the
 defaults for parallel connections, and ``SetEnv SHLVL=1`` so that root's .bashrc stays out of
 every command; stopping a listener leaves its sessions running, so everything is stopped by PID.
-Only the standard library is used, so .ci/run can call it with the system python3 before the
-virtualenv exists.
+Only the standard library is used (and tests/proctree.py beside it, which finds and kills the
+processes), so .ci/run can call it with the system python3 before the virtualenv exists.
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
+
+import proctree  # tests/proctree.py: this script's own folder is on sys.path
 
 SSHD = "/usr/sbin/sshd"
 ADDRESSES = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
@@ -64,24 +66,6 @@ class SshHostsError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------------- /proc helpers
-
-
-def _stat(pid: int) -> Optional[tuple[str, int, int]]:
-    """(state, parent pid, start time in clock ticks) of a process, or None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    fields = raw[raw.rindex(b")") + 2:].split()
-    return fields[0].decode(), int(fields[1]), int(fields[19])
-
-
-def _alive(pid: int, start_time: Optional[int] = None) -> bool:
-    """True while ``pid`` runs (a zombie has ended), and is the process started at ``start_time``."""
-    stat = _stat(pid)
-    return (stat is not None and stat[0] not in ("Z", "X")
-            and (start_time is None or stat[2] == start_time))
 
 
 def _uts(pid: int) -> Optional[str]:
@@ -119,68 +103,13 @@ def _tree(roots: Iterable[int], namespaces: Iterable[Optional[str]]) -> set[int]
     """Every live process descending from ``roots`` or living in one of the UTS ``namespaces`` (and
     their descendants): hosts' processes, including commands that detached from their session."""
     namespaces = set(namespaces) - {None}
-    children: dict[int, list[int]] = {}
-    seeds = set(roots)
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        pid = int(entry)
-        stat = _stat(pid)
-        if stat is None:
-            continue
-        children.setdefault(stat[1], []).append(pid)
-        if namespaces and _uts(pid) in namespaces:
-            seeds.add(pid)
-    found, todo = set(), list(seeds)
-    while todo:
-        pid = todo.pop()
-        if pid in found:
-            continue
-        found.add(pid)
-        todo.extend(children.get(pid, ()))
-    return {pid for pid in found if _alive(pid)}
+    return proctree.tree(roots, lambda pid, _: bool(namespaces) and _uts(pid) in namespaces)
 
 
-def _reap(pids: Iterable[int]) -> None:
-    """Reap those of ``pids`` that are our own ended children (a listener started in-process)."""
-    for pid in pids:
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except OSError:  # not our child, or gone
-            pass
-
-
-def _signal(pids: Iterable[int], sig: int) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-
-
-def _kill_all(collect, timeout: float = STOP_TIMEOUT) -> set[int]:
-    """SIGKILL what ``collect()`` returns until it returns nothing; return every PID killed.
-
-    The processes are first stopped (SIGSTOP) until no new one appears, so that none forks a
-    child we have not seen while its siblings are being killed."""
-    killed: set[int] = set()
-    deadline = time.monotonic() + timeout
-    while True:
-        seen: set[int] = set()
-        for _ in range(20):
-            pids = collect() - seen
-            if not pids:
-                break
-            _signal(pids, signal.SIGSTOP)
-            seen |= pids
-        _signal(seen, signal.SIGKILL)
-        killed |= seen
-        _reap(killed)
-        if not collect():
-            return killed
-        if time.monotonic() > deadline:
-            raise SshHostsError(f"processes still alive {timeout:.0f} s after SIGKILL: {sorted(collect())}")
-        time.sleep(0.02)
+def _kill_all(collect: Callable[[], set[int]], timeout: float = STOP_TIMEOUT) -> set[int]:
+    """SIGKILL what ``collect()`` returns until it returns nothing, and return every PID killed
+    (:func:`proctree.kill_all`, swept again every 20 ms: a listener still accepts connections)."""
+    return proctree.kill_all(collect, timeout, SshHostsError, settle=0.02)
 
 
 # ------------------------------------------------------------------------------------------ the hosts
@@ -227,7 +156,7 @@ class SshHosts:
     def running(self, name: str) -> bool:
         """True while host ``name``'s listener runs (the very process start() started)."""
         host = self._host(name)
-        return host["pid"] is not None and _alive(host["pid"], host["start_time"])
+        return host["pid"] is not None and proctree.alive(host["pid"], host["start_time"])
 
     def _processes(self, name: str) -> set[int]:
         """The listener and every live process of host ``name``; empty when the listener has ended.
@@ -273,13 +202,13 @@ class SshHosts:
         pids = {pid for pid in self.session_pids(name) if _is_sshd(pid)}
         if include_listener and self.running(name):
             pids.add(self.listener_pid(name))
-        _signal(pids, signal.SIGSTOP)
+        proctree.send_signal(pids, signal.SIGSTOP)
         return pids
 
     def resume_link(self, name: str) -> set[int]:
         """SIGCONT every sshd process of host ``name`` (listener included): undo pause_link."""
         pids = {pid for pid in self._processes(name) if _is_sshd(pid)}
-        _signal(pids, signal.SIGCONT)
+        proctree.send_signal(pids, signal.SIGCONT)
         return pids
 
     def ssh_command(self, name: str, *argv: str) -> list[str]:
@@ -459,7 +388,8 @@ def _start_once(directory: Path, addresses: Sequence[str], port: int, nohost_por
         Path(host["log"]).write_text("")
         procs[name] = proc = _launch(host)
         host["pid"] = proc.pid
-        host["start_time"] = (_stat(proc.pid) or (None, None, None))[2]
+        stat = proctree.stat(proc.pid)
+        host["start_time"] = None if stat is None else stat.start_time
         state["hosts"].append(host)
         _write_state(directory, state)  # at once, so that stop() finds whatever has started
     deadline = time.monotonic() + START_TIMEOUT
