@@ -5,9 +5,10 @@ the task to an agent (:mod:`.agent`, the one SSH hosts run) that the worker proc
 attempt on first use, over pipes instead of SSH.  The agent is a small process of its own: it
 imports the steps' modules once, forks each task from there into a process group of its own (fast,
 and with none of the worker's sockets, so the scheduler sees a worker's death at once), claims the
-task in the store (only an active task nobody claimed: Dask rerunning a task after its worker died
-never runs it twice), records its end (the first final write wins), and beats in the store while
-it runs tasks, so that a recovery waits for them.  When the worker dies, its agents stop their
+task in the store (first, and then runs it only if it was active and nobody had claimed it, where
+the scheduler may run a task again after its worker died: so it never runs twice), records its end
+(the first final write wins), and beats in the store, so that a recovery waits for the tasks it
+still runs.  When the worker dies, its agents stop their
 tasks (SIGTERM, then SIGKILL after the grace).  The task's log records come back with its outcome,
 for the run log.  :func:`signal_tasks` (sent with ``Client.run``) stops an attempt's tasks:
 cancelling a Dask future does not stop a task that runs.
