@@ -83,7 +83,7 @@ def version_problem(mine: dict, theirs: dict) -> Optional[str]:
 def record_data(record: logging.LogRecord, formatter: Optional[logging.Formatter]) -> dict:
     """A log record as plain data another process can rebuild it from (logging.makeLogRecord): the
     message formatted and cut to RECORD_LIMIT, the traceback as text, this host's name and the
-    task's label; an ``extra`` value that does not pickle becomes its repr."""
+    task's label (see :func:`plain_record` for one whose ``extra`` values do not pickle)."""
     data = dict(record.__dict__)
     data["msg"] = record.getMessage()[:RECORD_LIMIT]
     data["args"] = None
@@ -97,11 +97,12 @@ def record_data(record: logging.LogRecord, formatter: Optional[logging.Formatter
     label = current_task_label()
     if label:
         data["processName"] = label
-    try:
-        pickle.dumps(data, wire.PROTOCOL)
-    except Exception:
-        data = {k: v if isinstance(v, (str, int, float, bool, type(None))) else repr(v) for k, v in data.items()}
     return data
+
+
+def plain_record(data: dict) -> dict:
+    """A record's data with every value that is not a plain scalar as its repr (it then pickles)."""
+    return {k: v if isinstance(v, (str, int, float, bool, type(None))) else repr(v) for k, v in data.items()}
 
 
 class _Forward(logging.Handler):
@@ -113,7 +114,12 @@ class _Forward(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.sock.send(pickle.dumps(record_data(record, self.formatter), wire.PROTOCOL))
+            data = record_data(record, self.formatter)
+            try:
+                payload = pickle.dumps(data, wire.PROTOCOL)
+            except Exception:  # an ``extra`` value that does not pickle travels as its repr
+                payload = pickle.dumps(plain_record(data), wire.PROTOCOL)
+            self.sock.send(payload)
         except Exception:
             self.handleError(record)
 

@@ -20,9 +20,8 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Optional
+from typing import Optional
 
-from . import wire
 from .errors import EventorError
 from .executors.base import RunInfo
 from .executors.remote import RemoteExecutor
@@ -50,20 +49,15 @@ class _LocalAgent(RemoteExecutor):
     def argv(self) -> list[str]:
         return [sys.executable, "-c", BOOTSTRAP]
 
-    def submit_blob(self, task_id: int, ctx: Any, blob: bytes) -> bool:
+    def _send_task(self, frame: bytes) -> None:
         """Write the task straight into the agent's input from the worker's thread (which waits for
         the task anyway): one thread hop less per task than through the writer thread."""
-        with self.lock:
-            if self.dead is not None:
-                return False
-            self.running.add(task_id)
         assert self.proc is not None and self.proc.stdin is not None
         try:
             with self.write_lock:
-                self.proc.stdin.write(wire.encode(("task", task_id, ctx.step, ctx.sequence, ctx, blob)))
+                self.proc.stdin.write(frame)
         except OSError:  # the agent is gone: its reader fails the task
             pass
-        return True
 
     def _read_stderr(self) -> None:
         """What the agent and its tasks print goes to the worker's own stderr (the worker's log)."""

@@ -9,11 +9,11 @@ and steps whose function and arguments can be sent there: both are checked befor
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from . import config as _config
 from .errors import EventorError
-from .model import Program, TaskConstruct
+from .model import Program, StepDef, TaskConstruct
 
 
 def remote_hosts(program: Program, own: str) -> list[str]:
@@ -72,16 +72,16 @@ def check_remote(program: Program, hosts: list[str], own: str, target: Any) -> N
             raise EventorError(f"step {step.name!r} runs on host(s) {', '.join(step.hosts)}, but {problem}")
 
 
+def function_modules(steps: Iterable[StepDef]) -> list[str]:
+    """The modules of the steps' functions, once each: an agent imports them before anything starts
+    (so each task finds them imported, and a missing one is an error first)."""
+    modules = (getattr(step.func, "__module__", None) for step in steps if step.func is not None)
+    return list(dict.fromkeys(m for m in modules if isinstance(m, str) and m not in ("__main__", "builtins")))
+
+
 def step_modules(program: Program, host: str) -> list[str]:
-    """The modules of the functions of the steps that may run on ``host``: its agent imports them
-    before anything starts (so each task finds them imported, and a missing one is an error first)."""
-    modules: dict[str, None] = {}
-    for step in program.step_list:
-        if not step.is_container and host in step.hosts and step.func is not None:
-            module = getattr(step.func, "__module__", None)
-            if isinstance(module, str) and module not in ("__main__", "builtins"):
-                modules[module] = None
-    return list(modules)
+    """The modules of the functions of the steps that may run on ``host``."""
+    return function_modules(s for s in program.step_list if not s.is_container and host in s.hosts)
 
 
 def remote_executors(hosts: list[str], config: Mapping[str, Any], report: Any, program: Program) -> dict:

@@ -365,8 +365,9 @@ def dask_executors(program: Any, config: Any, report: Report) -> tuple[Optional[
     if not steps:
         return None, {}
     cluster = DaskCluster(dict(config.get("DASK") or {}))
-    imports = tuple(dict.fromkeys(m for m in (getattr(s.func, "__module__", None) for s in steps if s.func)
-                                  if isinstance(m, str) and m not in ("__main__", "builtins")))
+    from ..hosts import function_modules
+
+    imports = tuple(function_modules(steps))
     unpinned = DaskExecutor(cluster, None, report, imports=imports) if any(not s.hosts for s in steps) else None
     pinned = {}
     for step in steps:

@@ -98,8 +98,6 @@ def sendable_problem(step: StepDef) -> Optional[str]:
         if module == "__main__":
             return (f"its function {qualname} is defined in __main__ (the script itself), which another host "
                     f"cannot import: put it in a module installed there or on the agent's PYTHONPATH")
-        if isinstance(func, types.MethodType) and not isinstance(func.__self__, type):
-            pass  # a bound method pickles with its instance, checked below with the arguments
     try:
         dumps(step_spec(step))
     except Exception as exc:
@@ -317,22 +315,14 @@ class RemoteExecutor(Executor):
     # -- tasks ----------------------------------------------------------------------------------
 
     def submit(self, task_id: int, step: StepDef, ctx: TaskContext) -> None:
-        with self.lock:
-            dead = self.dead
-            if dead is None:
-                self.running.add(task_id)
-        if dead is not None:
-            self.report(TaskOutcome.failed(task_id, f"host {self.host!r} lost: {dead}", host=self.host))
-            return
         try:
             blob = dumps(step_spec(step))
         except Exception as exc:
-            with self.lock:
-                self.running.discard(task_id)
             self.report(TaskOutcome.failed(task_id, f"cannot send step {step.name!r} to host {self.host!r}: "
                                            f"{type(exc).__name__}: {exc}", host=self.host))
             return
-        self.outbox.put(wire.encode(("task", task_id, step.name, ctx.sequence, ctx, blob)))
+        if not self.submit_blob(task_id, ctx, blob):
+            self.report(TaskOutcome.failed(task_id, f"host {self.host!r} lost: {self.dead}", host=self.host))
 
     def submit_blob(self, task_id: int, ctx: TaskContext, blob: bytes) -> bool:
         """Send a task whose step is already pickled (see step_spec); False when the agent is gone."""
@@ -340,8 +330,12 @@ class RemoteExecutor(Executor):
             if self.dead is not None:
                 return False
             self.running.add(task_id)
-        self.outbox.put(wire.encode(("task", task_id, ctx.step, ctx.sequence, ctx, blob)))
+        self._send_task(wire.encode(("task", task_id, ctx.step, ctx.sequence, ctx, blob)))
         return True
+
+    def _send_task(self, frame: bytes) -> None:
+        """Queue a task's frame for the writer thread: the coordinator never blocks on the link."""
+        self.outbox.put(frame)
 
     @property
     def alive(self) -> bool:
