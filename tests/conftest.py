@@ -204,7 +204,42 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreUnderTest:
 
 
 SSH_ENV_DIR = "SEQUENT_TEST_SSH_DIR"
-SSH_START_GUARD = 120  # seconds starting the hosts may take (they have deadlines of their own first)
+DASK_ENV_DIR = "SEQUENT_TEST_DASK_DIR"
+SERVICE_START_GUARD = 120  # seconds starting a set of services may take (they have deadlines of their own first)
+
+
+def _service_set(what: str, module: Any, env_var: str, open_set: Callable[[str], Any],
+                 not_running: Callable[[Any], list[str]], error: type[Exception], prefix: str) -> Iterator[Any]:
+    """A set of test services for the session (the sshd hosts, the Dask cluster): the one CI started
+    (``env_var`` names its directory), else one started here by ``module``'s CLI in a process of its
+    own, which exits (its daemons are then no children of the test session, whose tests check that
+    runs leave it no child processes), with a guard of its own: a session fixture is set up before
+    the test's hang guard is armed.  Skipped as [required] where it cannot run."""
+    directory = os.environ.get(env_var)
+    if directory:
+        try:
+            found = open_set(directory)
+        except error as exc:
+            pytest.fail(f"{env_var}={directory}: {exc}")
+        stopped = not_running(found)
+        if stopped:
+            pytest.fail(f"{env_var}={directory}: not running: {', '.join(stopped)}")
+        yield found
+        return
+    why = module.available()
+    if why is not None:
+        pytest.skip(f"[required] {what}: {why} (or set {env_var})")
+    directory = tempfile.mkdtemp(prefix=prefix)  # short: an ssh ControlPath must stay < 108 bytes
+    try:
+        started = subprocess.run([sys.executable, module.__file__, "start", directory], capture_output=True,
+                                 text=True, timeout=SERVICE_START_GUARD)
+        if started.returncode != 0:
+            pytest.fail(f"could not start the {what}: {started.stderr.strip()}")
+        yield open_set(directory)
+    finally:
+        if os.getpid() == SESSION_PID:  # never from a fork of the session
+            module.stop(directory)
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -212,39 +247,10 @@ def ssh_hosts() -> Iterator[sshhosts.SshHosts]:
     """Real sshd hosts h1, h2, h3 (``ssh -F ssh_hosts.config h1 ...``) shared by the session.
 
     Their listeners keep running for the whole session; a test that injects a fault (kill_sessions,
-    pause_link) acts on its own sessions only and resumes what it paused.  Started here inside a
-    guard of their own: a session fixture is set up before the test's hang guard is armed."""
-    directory = os.environ.get(SSH_ENV_DIR)
-    if directory:
-        try:
-            hosts = sshhosts.SshHosts(directory)
-        except sshhosts.SshHostsError as exc:
-            pytest.fail(f"{SSH_ENV_DIR}={directory}: {exc}")
-        stopped = [name for name in hosts.names if not hosts.running(name)]
-        if stopped:
-            pytest.fail(f"{SSH_ENV_DIR}={directory}: the sshd of {', '.join(stopped)} is not running")
-        yield hosts
-        return
-    why = sshhosts.available()
-    if why is not None:
-        pytest.skip(f"[required] real sshd hosts: {why} (or set {SSH_ENV_DIR})")
-    directory = tempfile.mkdtemp(prefix="sequent-test-ssh-")  # short: ControlPath must stay < 108 bytes
-    try:
-        # started by the CLI in a process of its own, which exits: the daemons are then no children of
-        # the test session, whose tests check that runs leave it no child processes
-        started = subprocess.run([sys.executable, sshhosts.__file__, "start", directory], capture_output=True,
-                                 text=True, timeout=SSH_START_GUARD)
-        if started.returncode != 0:
-            pytest.fail(f"could not start the test sshd hosts: {started.stderr.strip()}")
-        yield sshhosts.SshHosts(directory)
-    finally:
-        if os.getpid() == SESSION_PID:  # never from a fork of the session
-            sshhosts.stop(directory)
-            shutil.rmtree(directory, ignore_errors=True)
-
-
-DASK_ENV_DIR = "SEQUENT_TEST_DASK_DIR"
-DASK_START_GUARD = 120  # seconds starting the cluster may take (it has deadlines of its own first)
+    pause_link) acts on its own sessions only and resumes what it paused."""
+    yield from _service_set("real sshd hosts", sshhosts, SSH_ENV_DIR, sshhosts.SshHosts,
+                            lambda hosts: [f"sshd of {n}" for n in hosts.names if not hosts.running(n)],
+                            sshhosts.SshHostsError, "sequent-test-ssh-")
 
 
 @pytest.fixture(scope="session")
@@ -253,34 +259,10 @@ def dask_cluster() -> Iterator[daskcluster.DaskCluster]:
     ``distributed.Client``) shared by the session.
 
     A test that kills a worker (kill_worker) starts it again (restart_worker) before it ends, so
-    that the next test finds all three.  Started here by the CLI, in a process of its own, inside a
-    guard of its own: a session fixture is set up before the test's hang guard is armed."""
-    directory = os.environ.get(DASK_ENV_DIR)
-    if directory:
-        try:
-            cluster = daskcluster.DaskCluster(directory)
-        except daskcluster.DaskClusterError as exc:
-            pytest.fail(f"{DASK_ENV_DIR}={directory}: {exc}")
+    that the next test finds all three."""
+    def not_running(cluster: daskcluster.DaskCluster) -> list[str]:
         stopped = [name for name in cluster.names if not cluster.running(name)]
-        if not cluster.scheduler_running():
-            stopped.insert(0, "scheduler")
-        if stopped:
-            pytest.fail(f"{DASK_ENV_DIR}={directory}: not running: {', '.join(stopped)}")
-        yield cluster
-        return
-    why = daskcluster.available()
-    if why is not None:
-        pytest.skip(f"[required] dask cluster: {why} (or set {DASK_ENV_DIR})")
-    directory = tempfile.mkdtemp(prefix="sequent-test-dask-")
-    try:
-        # started by the CLI in a process of its own, which exits: the scheduler and workers are then no
-        # children of the test session, whose tests check that runs leave it no child processes
-        started = subprocess.run([sys.executable, daskcluster.__file__, "start", directory], capture_output=True,
-                                 text=True, timeout=DASK_START_GUARD)
-        if started.returncode != 0:
-            pytest.fail(f"could not start the test dask cluster: {started.stderr.strip()}")
-        yield daskcluster.DaskCluster(directory)
-    finally:
-        if os.getpid() == SESSION_PID:  # never from a fork of the session
-            daskcluster.stop(directory)
-            shutil.rmtree(directory, ignore_errors=True)
+        return (["scheduler"] if not cluster.scheduler_running() else []) + stopped
+
+    yield from _service_set("dask cluster", daskcluster, DASK_ENV_DIR, daskcluster.DaskCluster, not_running,
+                            daskcluster.DaskClusterError, "sequent-test-dask-")

@@ -24,30 +24,43 @@ def note(journal: str, line: str) -> None:
         os.close(fd)
 
 
-def where(journal: str, text: str = "") -> str:
-    """Journal and return where it ran, what it got, and its identity as the task sees it."""
+def _ran(journal: str, text: str, place: str, kind: str) -> str:
+    """Log a line (``<kind> line from STEP on PLACE``), journal and return where the task ran, what it
+    got, and its identity as the task sees it."""
     name = HELPER.get_step_name()
-    logging.getLogger(os.environ["SEQUENT_LOGGER_NAME"]).info("remote line from %s on %s", name,
-                                                              socket.gethostname())
-    line = "|".join([name, os.environ["SEQUENT_STEP_SEQUENCE"], socket.gethostname(), text,
-                     os.environ["SEQUENT_RUN_ID"]])
+    logging.getLogger(os.environ["SEQUENT_LOGGER_NAME"]).info("%s line from %s on %s", kind, name, place)
+    line = "|".join([name, os.environ["SEQUENT_STEP_SEQUENCE"], place, text, os.environ["SEQUENT_RUN_ID"]])
     note(journal, line)
     return line
 
 
-def span(journal: str, seconds: float) -> None:
-    """Journal start and end times with the host, to check how many ran at once where."""
+def _span(journal: str, seconds: float, place: str) -> None:
+    """Journal start and end times with where it ran, to check how many ran at once where."""
     start = time.time()
     time.sleep(seconds)
-    note(journal, f"{socket.gethostname()} {start} {time.time()}")
+    note(journal, f"{place} {start} {time.time()}")
 
 
-def pause(journal: str, seconds: float) -> str:
-    """Journal its start, sleep, journal its end: a task that is still running when things go wrong."""
-    note(journal, f"start {HELPER.get_step_name()} {os.getpid()}")
+def _pause(journal: str, seconds: float, *place: str) -> str:
+    """Journal its start (with ``place`` when given), sleep, journal its end: a task that is still
+    running when things go wrong."""
+    note(journal, " ".join(["start", HELPER.get_step_name(), *place, str(os.getpid())]))
     time.sleep(seconds)
     note(journal, f"end {HELPER.get_step_name()}")
     return "paused"
+
+
+def where(journal: str, text: str = "") -> str:
+    """Where it ran, by the host's own name (see _ran)."""
+    return _ran(journal, text, socket.gethostname(), "remote")
+
+
+def span(journal: str, seconds: float) -> None:
+    _span(journal, seconds, socket.gethostname())
+
+
+def pause(journal: str, seconds: float) -> str:
+    return _pause(journal, seconds)
 
 
 def child_sleep(journal: str, seconds: float) -> None:
@@ -81,24 +94,13 @@ def worker_name() -> str:
 
 
 def on_worker(journal: str, text: str = "") -> str:
-    """Journal and return which Dask worker ran it, with the task's identity as it sees it."""
-    name = HELPER.get_step_name()
-    logging.getLogger(os.environ["SEQUENT_LOGGER_NAME"]).info("dask line from %s on %s", name, worker_name())
-    line = "|".join([name, os.environ["SEQUENT_STEP_SEQUENCE"], worker_name(), text, os.environ["SEQUENT_RUN_ID"]])
-    note(journal, line)
-    return line
+    """Where it ran, by the Dask worker's name (see _ran)."""
+    return _ran(journal, text, worker_name(), "dask")
 
 
 def span_on_worker(journal: str, seconds: float) -> None:
-    """Journal start and end times with the worker's name."""
-    start = time.time()
-    time.sleep(seconds)
-    note(journal, f"{worker_name()} {start} {time.time()}")
+    _span(journal, seconds, worker_name())
 
 
 def pause_on_worker(journal: str, seconds: float) -> str:
-    """Journal its start (with the worker), sleep, journal its end."""
-    note(journal, f"start {HELPER.get_step_name()} {worker_name()} {os.getpid()}")
-    time.sleep(seconds)
-    note(journal, f"end {HELPER.get_step_name()}")
-    return "paused"
+    return _pause(journal, seconds, worker_name())
