@@ -46,9 +46,11 @@ THIS = os.path.abspath(__file__)
 GOAL_X = 2.0  # the goal: a task costs at most 2x Dask's own submit-and-wait
 MODULE = "benchmarks.dasktasks"  # this file as the workers import it (the repository is on their PYTHONPATH)
 
-if __name__ == "__main__":  # run as a script (this folder first on sys.path): the shared runner
-    from workers import Failed  # noqa: E402
+if __package__:  # imported by the Dask workers as benchmarks.dasktasks (workers imports only os and sys)
+    from benchmarks import workers
+else:  # run as a script: this folder is first on sys.path
     import workers  # noqa: E402
+Failed = workers.Failed
 
 
 # ----------------------------------------------------------------------------------- the work
@@ -139,22 +141,7 @@ def spawn(spec: dict, timeout: float = 300.0) -> dict:
     return workers.spawn(THIS, spec, timeout, f"{spec['what']} chain of {spec['n']}")
 
 
-def _tests_module(name: str):
-    sys.path.insert(0, os.path.join(REPO, "tests"))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.pop(0)
-
-
-class Bench:
-    def __init__(self, args):
-        self.args = args
-        self.started: list = []  # (stop function, directory) of what this run started, stopped at the end
-        self.results: dict = {"meta": {}, "runs": [], "rows": {}, "targets": [], "failures": []}
-
-    def say(self, text: str = "") -> None:
-        print(text, flush=True)
+class Bench(workers.ServiceBench):
 
     # -- what the runs need ---------------------------------------------------------------
 
@@ -164,7 +151,7 @@ class Bench:
 
         if self.args.address:
             return self.args.address
-        daskcluster = _tests_module("daskcluster")
+        daskcluster = workers.tests_module("daskcluster")
         why = daskcluster.available()
         if why is not None:
             raise Failed(f"cannot start a Dask cluster here: {why}; give --address")
@@ -176,33 +163,6 @@ class Bench:
                  f"{directory} ({time.perf_counter() - t0:.1f} s)")
         return cluster.address
 
-    def store(self) -> str:
-        """The PostgreSQL URL: given, or a throwaway cluster started here."""
-        import tempfile
-
-        if self.args.store:
-            return self.args.store
-        pgserver = _tests_module("pgserver")
-        why = pgserver.available()
-        if why is not None:
-            raise Failed(f"cannot start PostgreSQL here: {why}; give --store")
-        directory = tempfile.mkdtemp(prefix="sequent-bench-pg-")
-        self.started.append((pgserver.stop, directory))
-        t0 = time.perf_counter()
-        url = pgserver.start(directory)
-        self.say(f"Started PostgreSQL in {directory} ({time.perf_counter() - t0:.1f} s)")
-        return url
-
-    def stop_started(self) -> None:
-        import shutil
-
-        while self.started:
-            stop, directory = self.started.pop()
-            try:
-                stop(directory)
-            except Exception as exc:  # report, and go on stopping the rest
-                print(f"could not stop what runs in {directory}: {exc}", file=sys.stderr, flush=True)
-            shutil.rmtree(directory, ignore_errors=True)
 
     def prepare_workers(self, address: str) -> list:
         """Import this module in every worker process, and return the workers' names.
@@ -301,7 +261,6 @@ class Bench:
         self.say(f"  {verdict}  {name:<52} {value:.2f}{unit} (goal <= {limit:g}{unit})")
 
     def main(self) -> int:
-        import json
         import platform
         import tempfile
 
@@ -319,8 +278,7 @@ class Bench:
             store = self.store()
             names = self.prepare_workers(address)
         except Exception as exc:
-            print(f"FAILED: {exc}", file=sys.stderr, flush=True)
-            self.results["failures"].append(str(exc))
+            self.failed(exc)
             code = 2
         if code == 0:
             import dask
@@ -335,20 +293,9 @@ class Bench:
                     self.measure(address, store, logdir)
                 self.report()
             except Failed as exc:
-                print(f"FAILED: {exc}", file=sys.stderr, flush=True)
-                self.results["failures"].append(str(exc))
+                self.failed(exc)
                 code = 1
-        self.results["meta"]["loadavg_end"] = os.getloadavg()
-        self.say()
-        self.say(f"Load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-        if a.json:
-            with open(a.json, "w") as fh:
-                json.dump(self.results, fh, indent=2)
-        return code
-
-
-def _stop_on_term(signum, frame):
-    raise SystemExit(128 + signum)  # run the finally clauses: what was started is stopped
+        return self.finish(code)
 
 
 def main(argv=None) -> int:
@@ -376,7 +323,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.n < 2:
         parser.error("--repeat must be at least 1 and --n at least 2")
-    signal.signal(signal.SIGTERM, _stop_on_term)
+    signal.signal(signal.SIGTERM, workers.stop_on_term)
     bench = Bench(args)
     try:
         return bench.main()

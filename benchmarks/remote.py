@@ -83,22 +83,7 @@ def spawn(spec: dict, timeout: float = 300.0) -> dict:
     return workers.spawn(THIS, spec, timeout, f"{spec['where']} chain of {spec['n']}")
 
 
-def _tests_module(name: str):
-    sys.path.insert(0, os.path.join(REPO, "tests"))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.pop(0)
-
-
-class Bench:
-    def __init__(self, args):
-        self.args = args
-        self.started: list = []  # (stop function, directory) of what this run started, stopped at the end
-        self.results: dict = {"meta": {}, "runs": [], "rows": {}, "targets": [], "failures": []}
-
-    def say(self, text: str = "") -> None:
-        print(text, flush=True)
+class Bench(workers.ServiceBench):
 
     # -- what the runs need ---------------------------------------------------------------
 
@@ -108,7 +93,7 @@ class Bench:
 
         if self.args.ssh_config:
             return self.args.ssh_config, self.args.host
-        sshhosts = _tests_module("sshhosts")
+        sshhosts = workers.tests_module("sshhosts")
         why = sshhosts.available()
         if why is not None:
             raise Failed(f"cannot start sshd hosts here: {why}; give --ssh-config and --host")
@@ -119,33 +104,6 @@ class Bench:
         self.say(f"Started sshd hosts {', '.join(hosts.names)} in {directory} ({time.perf_counter() - t0:.1f} s)")
         return hosts.config, self.args.host
 
-    def store(self) -> str:
-        """The PostgreSQL URL: given, or a throwaway cluster started here."""
-        import tempfile
-
-        if self.args.store:
-            return self.args.store
-        pgserver = _tests_module("pgserver")
-        why = pgserver.available()
-        if why is not None:
-            raise Failed(f"cannot start PostgreSQL here: {why}; give --store")
-        directory = tempfile.mkdtemp(prefix="sequent-bench-pg-")
-        self.started.append((pgserver.stop, directory))
-        t0 = time.perf_counter()
-        url = pgserver.start(directory)
-        self.say(f"Started PostgreSQL in {directory} ({time.perf_counter() - t0:.1f} s)")
-        return url
-
-    def stop_started(self) -> None:
-        import shutil
-
-        while self.started:
-            stop, directory = self.started.pop()
-            try:
-                stop(directory)
-            except Exception as exc:  # report, and go on stopping the rest
-                print(f"could not stop what runs in {directory}: {exc}", file=sys.stderr, flush=True)
-            shutil.rmtree(directory, ignore_errors=True)
 
     # -- measuring ------------------------------------------------------------------------
 
@@ -205,7 +163,6 @@ class Bench:
         self.say(f"  {verdict}  {name:<44} {value:.2f}{unit} (goal < {limit:g}{unit})")
 
     def main(self) -> int:
-        import json
         import platform
         import tempfile
 
@@ -222,8 +179,7 @@ class Bench:
             ssh_config, host = self.hosts()
             store = self.store()
         except Exception as exc:
-            print(f"FAILED: {exc}", file=sys.stderr, flush=True)
-            self.results["failures"].append(str(exc))
+            self.failed(exc)
             code = 2
         if code == 0:
             self.say(f"Store: {store.split('@')[-1] if '@' in store else store} (PostgreSQL); "
@@ -233,20 +189,9 @@ class Bench:
                     self.measure(ssh_config, host, store, logdir)
                 self.report(host)
             except Failed as exc:
-                print(f"FAILED: {exc}", file=sys.stderr, flush=True)
-                self.results["failures"].append(str(exc))
+                self.failed(exc)
                 code = 1
-        self.results["meta"]["loadavg_end"] = os.getloadavg()
-        self.say()
-        self.say(f"Load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-        if a.json:
-            with open(a.json, "w") as fh:
-                json.dump(self.results, fh, indent=2)
-        return code
-
-
-def _stop_on_term(signum, frame):
-    raise SystemExit(128 + signum)  # run the finally clauses: what was started is stopped
+        return self.finish(code)
 
 
 def main(argv=None) -> int:
@@ -275,7 +220,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.n < 2:
         parser.error("--repeat must be at least 1 and --n at least 2")
-    signal.signal(signal.SIGTERM, _stop_on_term)
+    signal.signal(signal.SIGTERM, workers.stop_on_term)
     bench = Bench(args)
     try:
         return bench.main()

@@ -45,3 +45,75 @@ def spawn(script: str, spec: dict, timeout: float, label: str = "") -> dict:
     if not result.get("ok"):
         raise Failed(f"{label} failed: {result}")
     return result
+
+
+def tests_module(name: str):
+    """A module of the tests folder that starts services (sshhosts, daskcluster, pgserver)."""
+    sys.path.insert(0, os.path.join(REPO, "tests"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.pop(0)
+
+
+def stop_on_term(signum, frame):
+    """SIGTERM as SystemExit: the finally clauses run, so what a benchmark started is stopped."""
+    raise SystemExit(128 + signum)
+
+
+class ServiceBench:
+    """What the benchmarks that start services of their own share: the results, the services started
+    (stopped in reverse order at the end), a throwaway PostgreSQL, and the closing lines."""
+
+    def __init__(self, args):
+        self.args = args
+        self.started: list = []  # (stop function, directory) of what this run started, stopped at the end
+        self.results: dict = {"meta": {}, "runs": [], "rows": {}, "targets": [], "failures": []}
+
+    def say(self, text: str = "") -> None:
+        print(text, flush=True)
+
+    def store(self) -> str:
+        """The PostgreSQL URL: given (--store), or a throwaway cluster started here."""
+        import tempfile
+        import time
+
+        if self.args.store:
+            return self.args.store
+        pgserver = tests_module("pgserver")
+        why = pgserver.available()
+        if why is not None:
+            raise Failed(f"cannot start PostgreSQL here: {why}; give --store")
+        directory = tempfile.mkdtemp(prefix="sequent-bench-pg-")
+        self.started.append((pgserver.stop, directory))
+        t0 = time.perf_counter()
+        url = pgserver.start(directory)
+        self.say(f"Started PostgreSQL in {directory} ({time.perf_counter() - t0:.1f} s)")
+        return url
+
+    def stop_started(self) -> None:
+        import shutil
+
+        while self.started:
+            stop, directory = self.started.pop()
+            try:
+                stop(directory)
+            except Exception as exc:  # report, and go on stopping the rest
+                print(f"could not stop what runs in {directory}: {exc}", file=sys.stderr, flush=True)
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def failed(self, exc: Exception) -> None:
+        print(f"FAILED: {exc}", file=sys.stderr, flush=True)
+        self.results["failures"].append(str(exc))
+
+    def finish(self, code: int) -> int:
+        """The closing lines (load average), the JSON file when asked for (--json); returns ``code``."""
+        import json
+
+        self.results["meta"]["loadavg_end"] = os.getloadavg()
+        self.say()
+        self.say(f"Load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        if self.args.json:
+            with open(self.args.json, "w") as fh:
+                json.dump(self.results, fh, indent=2)
+        return code
