@@ -219,14 +219,6 @@ def describe(eventor: Eventor) -> Iterable[str]:
     for step in p.step_list:
         kind = "container" if step.is_container else "step"
         trig = ", ".join(f"{s.name}->{'/'.join(e)}" for s, e in step.triggers.items())
-        hosts = _step_hosts(step)
+        hosts = step.hosts
         yield f"{kind} {step.name}" + (f" [{trig}]" if trig else "") + (f" on {', '.join(hosts)}" if hosts else "")
 
-
-def _step_hosts(step: object) -> tuple[str, ...]:
-    """An engine step's host names, whether it keeps them as ``hosts`` or as one ``host``."""
-    hosts = getattr(step, "hosts", None)
-    if hosts is None:
-        host = getattr(step, "host", None)
-        hosts = () if host is None else (host,) if isinstance(host, str) else host
-    return tuple(hosts)

@@ -11,7 +11,7 @@ import sequent as seq
 from sequent.eventor import Eventor
 from sequent.eventor.conditions import And, Or, Ref
 from sequent.eventor.model import StepReplay, StepStatus, TaskConstruct
-from sequent.translate import _step_hosts, describe, translate
+from sequent.translate import describe, translate
 from sequent.tree import parse_requires
 
 S, F, C = seq.STEP_SUCCESS, seq.STEP_FAILURE, seq.STEP_COMPLETE
@@ -447,7 +447,7 @@ A, R = seq.STEP_ACTIVE, seq.STEP_READY
 
 def hosts_of(p):
     """Each engine step's host names, as a tuple (empty: it runs on the flow's host)."""
-    return {s.name: _step_hosts(s) for s in p.step_list}
+    return {s.name: s.hosts for s in p.step_list}
 
 
 def test_steps_without_hosts_get_no_host():
