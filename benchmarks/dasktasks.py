@@ -23,7 +23,8 @@ tests/pgserver.py; it stops both at the end.  Every measured run is a fresh subp
 
 For comparison (``--no-compare`` skips them), to tell where the time goes: ``dask-fork``, Dask's own
 chain of a task that forks a child which exits at once and waits for it (what a process of its own
-per task costs on a worker), and ``sequent-thread``, the same flow with thread tasks on the same
+per task costs on a worker), ``dask-1ms``, Dask's own chain with its client batching messages at
+1 ms as sequent's client does (Dask's default is 10 ms), and ``sequent-thread``, the same flow with thread tasks on the same
 store (the coordinator's and the store's own cost per task, no Dask).  Before measuring, every worker
 imports this module, as Dask's own run makes it do: sequent unpickles a step's function in the
 task's process, so a worker that never imported the module would import it again for every task.
@@ -93,6 +94,10 @@ def dask_chain(spec: dict) -> dict:
     t0 = time.perf_counter()
     client = distributed.Client(spec["address"], timeout=10)
     connect = time.perf_counter() - t0
+    if spec["what"] == "dask-1ms":  # the client batching sequent's own client uses
+        from sequent.eventor.executors.dask import CLIENT_BATCH_INTERVAL
+
+        client.scheduler_comm.interval = CLIENT_BATCH_INTERVAL
     try:
         t0 = time.perf_counter()
         for _ in range(n):
@@ -193,7 +198,7 @@ class Bench(workers.ServiceBench):
         base = {"address": address, "store": store, "logdir": logdir}
         kinds = [("dask", a.n), ("sequent", a.n), ("sequent", 1)]
         if not a.no_compare:
-            kinds += [("dask-fork", a.n), ("sequent-thread", a.n), ("sequent-thread", 1)]
+            kinds += [("dask-fork", a.n), ("dask-1ms", a.n), ("sequent-thread", a.n), ("sequent-thread", 1)]
         walls: dict = {kind: [] for kind in kinds}
         connects: list = []
         spawn({**base, "what": "dask", "n": a.n})  # warm-up, not counted: caches on every side
@@ -234,6 +239,7 @@ class Bench(workers.ServiceBench):
                   ("sequent", "sequent: task_construct 'dask', PostgreSQL")]
         if "dask-fork" in rows:
             labels += [("dask-fork", "for comparison: dask, a task that forks once"),
+                       ("dask-1ms", "for comparison: dask, client batching at 1 ms"),
                        ("sequent-thread", "for comparison: sequent thread tasks, same store")]
         for what, label in labels:
             r = rows[what]

@@ -235,6 +235,20 @@ def test_scheduler_settings_that_would_hide_failures_are_named_with_what_to_set(
     assert "DASK_DISTRIBUTED__SCHEDULER__NO_WORKERS_TIMEOUT=5s" in caplog.text
 
 
+def test_the_runs_client_sends_to_the_scheduler_without_dasks_10_ms_batching(dask_cluster: Any) -> None:
+    """Dask's client holds a message sent within 10 ms of its previous batch; in a chain that wait
+    was most of a task's cost, so the run's client batches at CLIENT_BATCH_INTERVAL (1 ms)."""
+    from sequent.eventor.executors.dask import CLIENT_BATCH_INTERVAL, DaskCluster
+
+    cluster = DaskCluster({"address": dask_cluster.address})
+    cluster.start()
+    try:
+        assert cluster.client.scheduler_comm.interval == CLIENT_BATCH_INTERVAL
+    finally:
+        cluster.stop(abandon=False)
+    assert cluster.client is None
+
+
 def _agent_host(store: str, token: str) -> str:
     import sqlalchemy as sa
 

@@ -39,6 +39,16 @@ GONE_AFTER = 5.0
 #: Worker processes of the local cluster started for a run without a scheduler address.
 LOCAL_WORKERS = 2
 
+#: Seconds the run's client waits between two batches of messages to the scheduler.  Dask's client
+#: holds a message sent within 10 ms of its previous batch until those 10 ms are over; in a chain,
+#: where the next task is submitted a millisecond or two after the previous one ended, that wait was
+#: most of sequent's cost per task (23.5 -> 18.2 ms a task, benchmarks/dasktasks.py).  1 ms is what
+#: Dask's own workers use towards their peers.
+CLIENT_BATCH_INTERVAL = 0.001
+
+#: The most futures whose outcome was taken that the run holds until its next submit (DaskCluster.keep).
+KEEP_ENDED = 256
+
 
 class DaskCluster:
     """The run's connection to Dask, shared by its Dask executors."""
@@ -59,6 +69,8 @@ class DaskCluster:
         self.workers: list[subprocess.Popen] = []  # the local cluster's worker processes
         self.prepared = False  # the workers were asked to start their agents for the run
         self.reruns = True  # until the scheduler says otherwise: Dask may run a task again elsewhere
+        self.ended: list = []  # futures whose outcome was taken, held until the next submit (see release)
+        self.ended_lock = threading.Lock()
 
     @property
     def where(self) -> str:
@@ -90,6 +102,9 @@ class DaskCluster:
         except Exception as exc:
             self.close()
             raise EventorError(f"cannot connect to {self.where}: {type(exc).__name__}: {exc}") from None
+        batches = getattr(self.client, "scheduler_comm", None)  # (a Dask without it just batches at 10 ms)
+        if batches is not None and isinstance(getattr(batches, "interval", None), (int, float)):
+            batches.interval = min(batches.interval, CLIENT_BATCH_INTERVAL)
         self.refresh()
 
     def _start_workers(self, address: str) -> None:
@@ -180,6 +195,23 @@ class DaskCluster:
         self.watcher = threading.Thread(target=loop, daemon=True, name="sequent-dask-watch")
         self.watcher.start()
 
+    def keep(self, future: Any) -> None:
+        """Hold a future whose outcome was taken until the next submit, the run's end, or until
+        KEEP_ENDED are held (their results stay in the workers' memory meanwhile)."""
+        with self.ended_lock:
+            self.ended.append(future)
+            if len(self.ended) >= KEEP_ENDED:
+                self.ended = []
+
+    def release(self) -> None:
+        """Let go of the futures held by :meth:`keep`.  Called right after a submit, so that Dask's
+        client sends their release in the same batch as the new task and the scheduler tells the
+        worker to forget their results together with the task: released on their own, a moment
+        before the next submit, they made the scheduler hold that task up to 5 ms (its batching
+        towards a worker) and cost a chain about 4 ms a task (benchmarks/dasktasks.py)."""
+        with self.ended_lock:
+            self.ended = []
+
     def signal(self, signum: int) -> None:
         """Signal the run's tasks on every worker (in a thread: a dead worker must not hold us up)."""
         if signum in self.signalled or self.client is None or self.run is None:
@@ -204,6 +236,7 @@ class DaskCluster:
         if self.users > 0:
             return
         self.closing.set()
+        self.release()
         if self.client is not None and self.run is not None:
             from .. import daskworker
 
@@ -296,11 +329,16 @@ class DaskExecutor(Executor):
                                             pure=False, retries=0)
         with self.lock:
             self.futures[task_id] = future
+        self.cluster.release()
         future.add_done_callback(functools.partial(self._done, task_id))
 
     def _take(self, task_id: int) -> bool:
         with self.lock:
-            return self.futures.pop(task_id, None) is not None
+            future = self.futures.pop(task_id, None)
+        if future is None:
+            return False
+        self.cluster.keep(future)
+        return True
 
     def _done(self, task_id: int, future: Any) -> None:
         """A future ended (called on a thread of the client): report the task's outcome."""
