@@ -83,6 +83,9 @@ class Sequent(Node):
                          recovery_run=opts["recovery_run"], run_id=run_id, config=self.config,
                          config_tag="", host=self._extra.get("host"), program_file=self.program_file)
             translate(self, ev)
+            from .graph import flow_graph
+
+            ev.graph = flow_graph(self)
             self.eventor = ev
             return ev.run(max_loops=max_loops)
         except SequentError:

@@ -98,6 +98,9 @@ class Eventor:
         self._step_defaults = {k: self.config[k] for k in _config.STEP_KEYS}
         self._configs: dict[tuple, StepConfig] = {}
         self._sequences: dict[tuple, tuple] = {}
+        #: The flow's steps and requires as its builder describes them (plain JSON data, kept with each
+        #: attempt for ``sequent graph`` and ``sequent report``); None: the program's own shape only.
+        self.graph: Optional[Mapping[str, Any]] = None
 
     # -- building -------------------------------------------------------------------------------
 
@@ -472,7 +475,8 @@ class Eventor:
             doing = "recording the attempt's start"
             store.start_attempt(run_id=run_id, flow=self.name, program=self.program_file, host=self.host,
                                 mode=self.run_mode.name, recovery=self.recovery, based_on=based_on,
-                                fingerprint=self.fingerprint(), steps=self._shape())
+                                fingerprint=self.fingerprint(), steps=self._shape(), graph=self.graph,
+                                logging=logs.where())
             attempt = (run_id, self.recovery)
             from . import coordinator as coordinating  # imported when a run starts
 

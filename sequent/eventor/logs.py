@@ -448,6 +448,13 @@ class RunLogging:
         """The log file of the task whose logger is `task_logger`."""
         return self._path(task_logger)
 
+    def where(self) -> dict[str, str]:
+        """Where this run's logs go, as the store keeps it with the attempt (for ``sequent logs``):
+        the run log and what names each task's file (:func:`task_log_file`)."""
+        s = self.settings
+        return {"logger": self.logger_name, "run_log": self.run_log_path, "logdir": self.logdir,
+                "file_prefix": str(s['file_prefix']), "file_suffix": str(s['file_suffix'])}
+
     def _run_file_handler(self) -> logging.Handler:
         s, path, perm = self.settings, self.run_log_path, self.file_perm
         if s['when']:
@@ -543,6 +550,13 @@ class RunLogging:
                 handler.close()
         self._handlers, self._tasks, self._logger = [], None, None
         _release_loggers(self.logger_name)
+
+
+def task_log_file(where: Mapping[str, str], step: str, sequence: str) -> str:
+    """The log file of a task on the coordinator's host, from what :meth:`RunLogging.where` recorded."""
+    name = log_file_name(task_logger_name(where['logger'], step, sequence), where['file_prefix'],
+                         where['file_suffix'])
+    return os.path.join(where['logdir'], name)
 
 
 def describe_exception(exc: BaseException) -> tuple[str, str]:

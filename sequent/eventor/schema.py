@@ -14,8 +14,9 @@ __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "agents", "attempts", "delays", "hold
            "schema_info", "tasks"]
 
 #: Bumped whenever the tables change; a store written by a newer version is refused, an older one
-#: is brought up to date by MIGRATIONS (version 2: remote hosts, the tasks' owner and log file, agents).
-SCHEMA_VERSION = 2
+#: is brought up to date by MIGRATIONS (version 2: remote hosts, the tasks' owner and log file, agents;
+#: version 3: the flow's graph and where its logs are, with each attempt).
+SCHEMA_VERSION = 3
 
 metadata = sa.MetaData()
 
@@ -52,6 +53,8 @@ attempts = sa.Table(
     sa.Column("outcome", sa.String(16)),
     sa.Column("fingerprint", sa.String(64)),
     sa.Column("steps", sa.Text),  # JSON list of [step, container, kind]: the flow's shape
+    sa.Column("graph", sa.Text),  # JSON: the flow's steps and requires as its builder described them
+    sa.Column("logging", sa.Text),  # JSON: {"logger", "run_log", "logdir", "file_prefix", "file_suffix"}
 )
 
 #: Who coordinates a run now: one row while an attempt runs, so a second one is refused.
@@ -105,6 +108,7 @@ agents = sa.Table(
 #: it adds as (table, column)); new tables are created by create_all.
 MIGRATIONS: tuple[tuple[int, tuple[tuple[sa.Table, str], ...]], ...] = (
     (1, ((tasks, "owner"), (tasks, "logfile"))),
+    (2, ((attempts, "graph"), (attempts, "logging"))),
 )
 
 #: One row per delay started: recovery waits only what remains of it.

@@ -18,7 +18,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
@@ -317,12 +317,15 @@ class Store:
     def _migrate(self, conn: sa.Connection, version: int) -> None:
         """Bring a store of an older schema version up to this one, keeping every run in it."""
         preparer = conn.dialect.identifier_preparer
-        have = {c["name"] for c in sa.inspect(conn).get_columns(tasks.name, schema=self.target.schema)}
+        inspector = sa.inspect(conn)
+        have: dict[str, set[str]] = {}
         for since, columns in MIGRATIONS:
             if since < version:
                 continue
             for table, name in columns:
-                if table is tasks and name in have:  # added by a migration that raced this one
+                if table.name not in have:
+                    have[table.name] = {c["name"] for c in inspector.get_columns(table.name, schema=self.target.schema)}
+                if name in have[table.name]:  # added by a migration that raced this one
                     continue
                 column = table.c[name]
                 qualified = (preparer.quote_schema(self.target.schema) + "." if self.target.schema else "") + \
@@ -359,7 +362,8 @@ class Store:
         return self.conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).first()
 
     def start_attempt(self, *, run_id: str, flow: str, program: Optional[str], host: str, mode: str,
-                      recovery: int, based_on: Optional[int], fingerprint: str, steps: Iterable[Any]) -> None:
+                      recovery: int, based_on: Optional[int], fingerprint: str, steps: Iterable[Any],
+                      graph: Optional[Mapping[str, Any]] = None, logging: Optional[Mapping[str, Any]] = None) -> None:
         """Record that an attempt at a run starts (recovery 0 creates the run's row)."""
         now = time.time()
         with self._tx() as conn:
@@ -371,7 +375,9 @@ class Store:
                              .values(recovery=recovery, status="running", updated=now))
             conn.execute(attempts.insert().values(
                 run_id=run_id, recovery=recovery, mode=mode, based_on=based_on, host=host, pid=os.getpid(),
-                started=now, fingerprint=fingerprint, steps=json.dumps(list(steps))))
+                started=now, fingerprint=fingerprint, steps=json.dumps(list(steps)),
+                graph=None if graph is None else json.dumps(graph),
+                logging=None if logging is None else json.dumps(logging)))
 
     def end_attempt(self, run_id: str, recovery: int, outcome: str, *, close_run: bool = True) -> None:
         """Record how an attempt ended (success, failure, incomplete, interrupted, error, lost); the run
