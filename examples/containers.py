@@ -25,7 +25,11 @@ def work(what):
     time.sleep(0.1)
 
 
-def build_flow(**sequent_args):
+def build_flow(argv=(), **sequent_args):
+    """The flow (``sequent run`` calls it with the arguments after ``--``; this one takes none)."""
+    if argv:
+        raise SystemExit(f'{__file__}: takes no arguments, got {" ".join(argv)}')
+    sequent_args.setdefault('config', {'max_concurrent': 4})
     flow = seq.Sequent(**sequent_args)
     # repeats may be a callable returning an iterator: it is called when the container starts,
     # so the list of regions is read at run time, not when the flow is built.
@@ -39,4 +43,4 @@ def build_flow(**sequent_args):
 
 
 if __name__ == '__main__':
-    sys.exit(0 if build_flow(config={'max_concurrent': 4}).run() else 1)
+    sys.exit(0 if build_flow(sys.argv[1:]).run() else 1)

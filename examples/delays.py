@@ -20,7 +20,10 @@ def poll():
     logging.getLogger(os.getenv('SEQUENT_LOGGER_NAME')).info('polled at %.2f', time.time())
 
 
-def build_flow(**sequent_args):
+def build_flow(argv=(), **sequent_args):
+    """The flow (``sequent run`` calls it with the arguments after ``--``; this one takes none)."""
+    if argv:
+        raise SystemExit(f'{__file__}: takes no arguments, got {" ".join(argv)}')
     flow = seq.Sequent(**sequent_args)
     first = flow.add_step('submit', func=submit)
     flow.add_step('poll', func=poll, delay=2, requires=((first, seq.STEP_SUCCESS),))
@@ -28,4 +31,4 @@ def build_flow(**sequent_args):
 
 
 if __name__ == '__main__':
-    sys.exit(0 if build_flow().run() else 1)
+    sys.exit(0 if build_flow(sys.argv[1:]).run() else 1)

@@ -17,7 +17,10 @@ def step(message, fail=False):
         raise RuntimeError(message + ': remote side refused the connection')
 
 
-def build_flow(**sequent_args):
+def build_flow(argv=(), **sequent_args):
+    """The flow (``sequent run`` calls it with the arguments after ``--``; this one takes none)."""
+    if argv:
+        raise SystemExit(f'{__file__}: takes no arguments, got {" ".join(argv)}')
     flow = seq.Sequent(**sequent_args)
     extract = flow.add_step('extract', func=step, args=('extracting',))
     transmit = flow.add_step('transmit', func=step, args=('transmitting',), kwargs={'fail': True},
@@ -32,4 +35,4 @@ def build_flow(**sequent_args):
 
 
 if __name__ == '__main__':
-    sys.exit(0 if build_flow().run() else 1)
+    sys.exit(0 if build_flow(sys.argv[1:]).run() else 1)

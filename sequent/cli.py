@@ -62,13 +62,19 @@ def main(argv: list[str] | None = None) -> int:
     :class:`SystemExit`.
     """
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    flow_args: list[str] = []
+    if "--" in argv:  # what follows goes to the flow file (sequent run FLOW.py -- ARGS)
+        at = argv.index("--")
+        argv, flow_args = argv[:at], argv[at + 1:]
     try:
-        args = parser.parse_args(None if argv is None else list(argv))
+        args = parser.parse_args(argv)
     except SystemExit as stop:  # --version, --help and usage errors
         code = stop.code
         if code is None:
             return 0
         return code if isinstance(code, int) else 1
+    args.flow_args = flow_args
     run = getattr(args, "run", None)
     if run is None:
         parser.print_help()

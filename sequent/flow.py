@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from .errors import SequentError
+from .errors import NoRunError, SequentError
 from .eventor import Eventor, current_task
 from .eventor.config import load_config
 from .eventor.engine import calling_module, flow_name, run_names_problem
 from .eventor.errors import EventorError
+from .eventor.errors import NoRunError as _EngineNoRunError
 from .eventor.model import RunMode
 from .translate import translate
 from .tree import Node, Step
+
+if TYPE_CHECKING:
+    from .eventor.plan import RecoveryPlan
 
 _RUN_KWARGS = ("run_mode", "recovery_run", "run_id", "store")
 #: Sequent(**kwargs) the original took: "host" names the run's host in the store; the others are
@@ -79,13 +83,7 @@ class Sequent(Node):
         if run_id is None and RunMode(opts["run_mode"]) is not RunMode.restart:
             run_id = self.run_id  # recover this object's own last run, not just the flow's latest
         try:
-            ev = Eventor(name=self.name, store=opts["store"], run_mode=opts["run_mode"],
-                         recovery_run=opts["recovery_run"], run_id=run_id, config=self.config,
-                         config_tag="", host=self._extra.get("host"), program_file=self.program_file)
-            translate(self, ev)
-            from .graph import flow_graph
-
-            ev.graph = flow_graph(self)
+            ev = self._eventor(opts["store"], opts["run_mode"], opts["recovery_run"], run_id)
             self.eventor = ev
             return ev.run(max_loops=max_loops)
         except SequentError:
@@ -95,6 +93,36 @@ class Sequent(Node):
         finally:
             if self.eventor is not None and self.eventor.run_id:
                 self.run_id = self.eventor.run_id
+
+    def _eventor(self, store: Any, run_mode: Any, recovery_run: Optional[int], run_id: Optional[str]) -> Eventor:
+        """The engine's program for this flow, translated from the tree (EventorError when it cannot be)."""
+        ev = Eventor(name=self.name, store=store, run_mode=run_mode, recovery_run=recovery_run, run_id=run_id,
+                     config=self.config, config_tag="", host=self._extra.get("host"),
+                     program_file=self.program_file)
+        translate(self, ev)
+        from .graph import flow_graph
+
+        ev.graph = flow_graph(self)
+        return ev
+
+    def plan_recovery(self, run_id: Optional[str] = None, *, store: Any = None,
+                      recovery_run: Optional[int] = None) -> "RecoveryPlan":
+        """What recovering ``run_id`` (this flow's latest run when None) would do, task by task, and why:
+        read from the store, nothing changed (``sequent recover --dry-run``)."""
+        from .eventor.plan import recovery_plan
+
+        if not self.children:
+            raise SequentError(f"flow {self.name!r} has no steps to run")
+        opts = self._run_kwargs
+        try:
+            ev = self._eventor(opts["store"] if store is None else store, RunMode.recover,
+                               opts["recovery_run"] if recovery_run is None else recovery_run, run_id)
+            ev.validate()
+            return recovery_plan(ev, run_id, ev.recovery_run)
+        except _EngineNoRunError as exc:
+            raise NoRunError(str(exc)) from None
+        except EventorError as exc:
+            raise SequentError(str(exc)) from exc
 
     __call__ = run
 

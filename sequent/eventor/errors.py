@@ -15,3 +15,7 @@ class ConfigWarning(UserWarning):
 
 class FlowChangedWarning(UserWarning):
     """A recovery runs a flow whose steps differ from the run's: tasks match by name and sequence."""
+
+
+class NoRunError(EventorError):
+    """No run where one was named or looked for (no store, no such run_id, no run of the flow)."""
