@@ -246,3 +246,45 @@ def test_every_example_still_runs_as_a_plain_script_and_as_a_flow_file(tmp_path)
         assert script.returncode == flowfile.returncode == 0, (name, script.stderr, flowfile.stderr)
     runs: list[Any] = seq.list_runs(str(tmp_path / "simple.run.db"))
     assert [r.flow for r in runs] == ["simple.py", "simple.py"]  # the same flow name either way
+
+
+def test_the_cron_recipe_recovers_a_failed_run_then_starts_new_ones_and_never_two_at_once(tmp_path):
+    """examples/cron_nightly.sh as cron would call it: recover the latest run if it did not succeed,
+    else run anew; a second call while one runs starts nothing."""
+    import fcntl
+
+    flow = tmp_path / "nightly.py"
+    flow.write_text(textwrap.dedent(f'''
+        import os
+        import sequent as seq
+
+        def step():
+            if os.path.exists({str(tmp_path / "broken")!r}):
+                raise RuntimeError("the input is broken")
+
+        flow = seq.Sequent(config={{"LOGGING": {{"logdir": {str(tmp_path / "logs")!r}}}}})
+        flow.add_step("load", func=step)
+    '''))
+    store = str(tmp_path / "nightly.run.db")
+    command = Path(sys.executable).with_name("sequent")  # the installed command, as cron would run it
+    assert command.exists(), "the sequent command is installed beside the interpreter"
+    env = {**os.environ, "SEQUENT": str(command)}
+
+    def nightly() -> subprocess.CompletedProcess:
+        return subprocess.run(["sh", str(REPO / "examples" / "cron_nightly.sh"), str(flow), store], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=120)
+
+    (tmp_path / "broken").write_text("")
+    first = nightly()
+    assert first.returncode == 1, first.stderr  # no run to recover: a new run, which fails
+    (tmp_path / "broken").unlink()
+    second = nightly()
+    assert second.returncode == 0 and second.stderr == "", second.stderr  # the failed run is recovered
+    third = nightly()
+    assert third.returncode == 0 and third.stderr == "", third.stderr  # nothing to recover: a new run
+    assert [(r.recoveries, r.outcome) for r in seq.list_runs(store)] == [(1, "success"), (0, "success")]
+    with open(store + ".cron.lock", "a") as held:  # as if an earlier call still ran
+        fcntl.flock(held, fcntl.LOCK_EX)
+        busy = nightly()
+    assert busy.returncode == 0 and "still running from an earlier call" in busy.stderr
+    assert len(seq.list_runs(store)) == 2
