@@ -212,6 +212,16 @@ class Attempts:
         self.attempt += 1
         return records, result
 
+    def plan(self) -> dict:
+        """The next recovery's plan (``sequent recover --dry-run``) for the processing steps:
+        (path, sequence tuple) -> its action (skip, rerun or new); read before that recovery runs."""
+        sq = build(self.flow, self.flow_stop, self.store, self.logdir, [], self.lock, self.rerun, self.fail1)
+        plan = sq.plan_recovery(self.run_id)
+        assert plan.recovery == self.attempt, f"the plan is for attempt {plan.recovery}, not {self.attempt}"
+        paths = processing_paths(self.flow)
+        return {(e.step, _parse_seq(e.sequence)): e.action for e in plan.entries
+                if e.step in paths and e.sequence is not None}
+
     def rows(self, recovery: int) -> dict:
         """(path, sequence tuple) -> TaskInfo of the processing steps' tasks of one attempt."""
         paths = processing_paths(self.flow)
@@ -264,6 +274,19 @@ def _attempt0(attempts: Attempts) -> set:
     return succeeded0
 
 
+def _check_plan(plan: dict, rows: dict, ran: set) -> None:
+    """The plan made before a recovery is what the recovery did with every task it reached (has a
+    row for): it skipped exactly those the plan says skip and ran those the plan says rerun.  (A task
+    whose requires no longer hold, e.g. a handler of a failure that now succeeds, is not reached.)"""
+    reached = set(rows)
+    skip = {k for k, action in plan.items() if action == "skip"}
+    skipped = {k for k, t in rows.items() if t.skipped}
+    assert skipped == skip & reached, f"the plan skips {sorted(skip & reached)}, the recovery skipped {sorted(skipped)}"
+    rerun = {k for k, action in plan.items() if action == "rerun"}
+    assert rerun & reached <= ran, f"the plan reruns {sorted((rerun & reached) - ran)}, which the recovery did not run"
+    assert not skip & ran, f"the plan skips {sorted(skip & ran)}, which the recovery ran"
+
+
 def _check_order_attempt(nofail: list[Node], records: list, rows: dict) -> None:
     """Property 4: requires order and iteration order in a recovery (test_properties.check_order on
     the no-failure flow), the skipped tasks placed at the times the store gives them."""
@@ -302,8 +325,10 @@ def test_recovery_with_default_maps_matches_model(root, flow_and_stop):
 
     succeeded0 = _attempt0(attempts)
 
+    plan1 = attempts.plan()
     records1, result1 = attempts.run()
     ran1 = _ran(records1)
+    _check_plan(plan1, attempts.rows(1), ran1)
     again = sorted(ran1 & succeeded0)
     assert not again, f"property 1: succeeded in attempt 0, ran again in attempt 1: {again}"
     missing = sorted(expected - succeeded0 - ran1)
@@ -360,8 +385,10 @@ def test_recovery_with_rerun_maps_matches_model(root, flow_stop_rerun):
     succeeded0 = _attempt0(attempts)
     kept = {o for o in succeeded0 if o[0] not in rerun}  # what attempt 1 skips
 
+    plan1 = attempts.plan()
     records1, result1 = attempts.run()
     ran1 = _ran(records1)
+    _check_plan(plan1, attempts.rows(1), ran1)
     assert ran1 & succeeded0 == {o for o in succeeded0 & expected if o[0] in rerun}, (
         f"P1: successes of attempt 0 ran again: {sorted(ran1 & succeeded0)}; expected exactly those of "
         f"{sorted(rerun)}: {sorted(o for o in succeeded0 & expected if o[0] in rerun)}")
@@ -373,8 +400,10 @@ def test_recovery_with_rerun_maps_matches_model(root, flow_stop_rerun):
     assert all(t.status == "success" for t in rows1.values()), "P2: attempt 1 has task rows not success"
     assert {k for k, t in rows1.items() if t.skipped} == expected & kept, "P2: attempt 1 skipped the wrong tasks"
 
+    plan2 = attempts.plan()
     records2, result2 = attempts.run()
     ran2 = _ran(records2)
+    _check_plan(plan2, attempts.rows(2), ran2)
     assert ran2 == {o for o in expected if o[0] in rerun}, (
         f"P3: attempt 2 ran {sorted(ran2)}, expected {sorted(o for o in expected if o[0] in rerun)}")
     assert result2 is True, f"P3: attempt 2's run() returned {result2}"

@@ -106,7 +106,8 @@ def _plan_text(plan: Any) -> str:
     from ..eventor.plan import NEW
 
     head = (f"Recovering run {plan.run_id} of flow {plan.flow} (its last attempt: {plan.outcome}) would be "
-            f"attempt {plan.recovery}, compared with attempt {plan.based_on}, in store {plan.store}.")
+            f"attempt {plan.recovery}, compared with attempt {plan.based_on}, in store {plan.store}.\n"
+            f"Each task is skipped or run as planned when the recovery reaches it (when its requires hold).")
     rows = [[e.step, e.sequence or "-", e.recorded or "not started", e.action.upper() if e.action != NEW else "new",
              e.why] for e in plan.entries]
     counts = ", ".join(f"{n} {action}" for action, n in sorted(plan.counts().items()))

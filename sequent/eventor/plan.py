@@ -6,6 +6,8 @@ status (by default: success is skipped, every other status runs again); a contai
 again, and its iterations decide task by task; a step the attempt never reached runs when its
 requires hold.  :func:`recovery_plan` reads the same rows a recovery reads, with the same checks
 (:func:`sequent.eventor.attempts.prepare`), from a store opened read-only: it changes nothing.
+Each decision holds when the recovery reaches the task: a task whose requires no longer hold (a
+handler of a failure that now succeeds) is neither skipped nor run.
 """
 
 from __future__ import annotations
