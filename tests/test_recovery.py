@@ -804,14 +804,14 @@ def cli(*args) -> subprocess.CompletedProcess:
                           timeout=20)
 
 
-def test_cli_runs_prints_each_run_with_its_flow_recoveries_and_outcome(history):
+def test_cli_runs_prints_each_run_newest_first_with_its_flow_recoveries_and_outcome(history):
     tmp_path, x, y, _ = history
     done = cli('runs', store_of(tmp_path))
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert 'RUN_ID' in lines[0] and 'OUTCOME' in lines[0]
-    assert lines[1].split()[:3] == [x, 'hist', '1'] and lines[1].split()[-1] == 'success'
-    assert lines[2].split()[:3] == [y, 'other', '0'] and lines[2].split()[-1] == 'success'
+    assert lines[1].split()[:3] == [y, 'other', '0'] and lines[1].split()[-1] == 'success'
+    assert lines[2].split()[:3] == [x, 'hist', '1'] and lines[2].split()[-1] == 'success'
 
 
 def test_cli_tasks_prints_the_tasks_of_a_run_with_their_statuses(history):
@@ -828,12 +828,12 @@ def test_cli_tasks_prints_the_tasks_of_a_run_with_their_statuses(history):
         ['a', '1', '1', 'success'], ['b', '1', '1', 'success']]
 
 
-def test_cli_errors_exit_1_with_a_message_on_stderr(history):
+def test_cli_no_store_or_no_run_exits_3_with_a_message_on_stderr(history):
     tmp_path, x, _, _ = history
     missing = str(tmp_path / 'missing.run.db')
     for args, named in [(('runs', missing), missing), (('tasks', missing, x), missing),
                         (('tasks', store_of(tmp_path), 'no-such-run'), 'no-such-run')]:
         done = cli(*args)
-        assert done.returncode == 1, args
+        assert done.returncode == 3, args
         assert named in done.stderr and done.stdout == ''
         assert 'Traceback' not in done.stderr
