@@ -98,7 +98,12 @@ class Node:
         # most steps never get children: they share empty containers until their first child
         self.children: list[Step] = _NO_CHILDREN  # type: ignore[assignment]
         self._child_names: dict[str, Step] = _NO_NAMES
-        self._events = 0
+        self._events: Any = ()  # the Event objects add_event made here (a list from the first one)
+
+    @property
+    def events(self) -> tuple["Event", ...]:
+        """The events :meth:`add_event` made on this flow or container, in order."""
+        return tuple(self._events)
 
     @property
     def where(self) -> str:
@@ -108,9 +113,11 @@ class Node:
         """A reusable group of requires on this container's steps, to use in a sibling's ``requires``."""
         if requires is None:
             raise SequentError(f"add_event on {self.where} needs requires")
-        self._events += 1
-        event = Event(self, AllOf(()), self._events)
+        event = Event(self, AllOf(()), len(self._events) + 1)
         event.requires = parse_requires(requires, self, f"event {event.name}")
+        if not self._events:
+            self._events = []
+        self._events.append(event)
         return event
 
     def add_step(self, name: str, func: Optional[Callable] = None, args: Iterable = (),
