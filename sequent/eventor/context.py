@@ -25,6 +25,9 @@ class TaskContext:
     logger_name: str
     run_id: str
     env: Mapping[str, str]  # the variables set for the task, e.g. SEQUENT_STEP_NAME
+    try_number: int = 1  # which try of the step this is (1, 2, ... with retries)
+    final_try: bool = True  # a failure of this try is the task's failure (no retry is left)
+    item: object = None  # the item of the innermost repeated container around it (None: none)
 
 
 _current: contextvars.ContextVar[Optional[TaskContext]] = contextvars.ContextVar("sequent_task", default=None)
