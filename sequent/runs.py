@@ -12,9 +12,10 @@ from .errors import NoRunError, SequentError
 from .eventor import history
 from .eventor.errors import EventorError
 from .eventor.errors import NoRunError as _EngineNoRunError
-from .eventor.history import AttemptInfo, RunDetail, RunInfo, TaskInfo
+from .eventor.history import AttemptInfo, IterationInfo, RunDetail, RunInfo, TaskInfo, TryInfo
 
-__all__ = ["list_runs", "run_tasks", "run_detail", "RunInfo", "TaskInfo", "RunDetail", "AttemptInfo"]
+__all__ = ["list_runs", "run_tasks", "run_detail", "RunInfo", "TaskInfo", "RunDetail", "AttemptInfo", "TryInfo",
+           "IterationInfo"]
 
 _T = TypeVar("_T")
 

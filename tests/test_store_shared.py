@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 import sequent as seq
 from sequent.eventor.dburl import resolve_store
-from sequent.eventor.schema import SCHEMA_VERSION, agents, schema_info, tasks
+from sequent.eventor.schema import SCHEMA_VERSION, agents, iterations, schema_info, tasks, tries
 from sequent.eventor.store import Store
 
 pytestmark = pytest.mark.timeout_seconds(60)
@@ -132,15 +132,19 @@ def test_a_store_of_schema_version_1_is_migrated_in_place_and_keeps_its_runs(sto
     assert flow.run() is True
     old_run = flow.run_id
     opened = open_store(store.store)
-    with opened._tx() as conn:  # make it what version 1 wrote: no owner/logfile, no agents table
-        for column in ("owner", "logfile"):
+    with opened._tx() as conn:  # make it what version 1 wrote: no owner/logfile/item/tries, no agents, no tries
+        for column in ("owner", "logfile", "item", "tries", "retry_at"):
             conn.execute(sa.text(f"ALTER TABLE sequent_tasks DROP COLUMN {column}"))
-        conn.execute(sa.text("DROP TABLE sequent_agents"))
+        for table in ("sequent_agents", "sequent_tries", "sequent_iterations"):
+            conn.execute(sa.text(f"DROP TABLE {table}"))
         conn.execute(schema_info.update().values(value="1"))
     opened.dispose()
 
     [task] = seq.run_tasks(store.store, old_run)  # a reader copes with the old version as it is
-    assert (task.step, task.status, task.logfile, task.owner) == ("s1", "success", None, None)
+    assert (task.step, task.status, task.logfile, task.owner, task.item, task.tries) == (
+        "s1", "success", None, None, None, None)
+    detail = seq.run_detail(store.store, old_run)
+    assert (detail.tries, detail.iterations) == ([], [])
 
     flow = seq.Sequent(name="old", store=store.store, config=flow_config(task_construct="thread"))
     flow.add_step("s1", succeed)
@@ -150,7 +154,7 @@ def test_a_store_of_schema_version_1_is_migrated_in_place_and_keeps_its_runs(sto
     try:
         assert opened.conn.execute(sa.select(schema_info.c.value)).scalar() == str(SCHEMA_VERSION)
         columns = {c["name"] for c in sa.inspect(opened.conn).get_columns(tasks.name)}
-        assert {"owner", "logfile"} <= columns
-        assert sa.inspect(opened.conn).has_table(agents.name)
+        assert {"owner", "logfile", "item", "tries", "retry_at"} <= columns
+        assert all(sa.inspect(opened.conn).has_table(t.name) for t in (agents, tries, iterations))
     finally:
         opened.dispose()

@@ -3,7 +3,9 @@
 ``runs`` lists the runs, newest first; ``tasks`` the task rows of one run; ``show`` where every
 step and iteration of a run stands, and how to recover it; ``logs`` the run's log, or a task's log
 and recorded error.  No store, or no such run: exit 3 (:data:`~sequent.commands.NOTHING`).
-Tables are plain aligned text, times local, durations as ``1.23 s`` or ``2 min 3 s``.
+Tables are plain aligned text, times local, durations as ``1.23 s`` or ``2 min 3 s``; ``show`` and
+``tasks`` add an ITEM column when a task works on an item of a repeated container, and a TRIES
+column when a task took more than one try.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ _T = TypeVar("_T")
 #: The outcomes a run can have, for ``runs --outcome``.
 OUTCOMES = ("success", "failure", "incomplete", "interrupted", "error", "running", "abandoned")
 _MANY = 8  # steps or sequences named in an error before "..."
+_ITEM_WIDTH = 40  # characters of an item shown in a table
 
 
 # --------------------------------------------------------------------------------------------- formatting
@@ -50,6 +53,43 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     """Plain aligned columns, two spaces apart, no trailing blanks."""
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
     return "\n".join("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip() for row in [headers, *rows])
+
+
+def _short(text: Optional[str], width: int = _ITEM_WIDTH) -> str:
+    """One line of at most ``width`` characters ('...' where cut); '-' for none."""
+    if text is None:
+        return "-"
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[:width - 3] + "..."
+
+
+def _columns(entries: list[dict], headers: list[str],
+             cells: Callable[[dict], list[str]]) -> tuple[list[str], list[list[str]]]:
+    """The headers and rows of a task table, with ITEM after SEQUENCE when any task has an item and
+    TRIES after STATUS when any task took more than one try."""
+    items = any(e["item"] is not None for e in entries)
+    retried = any((e["tries"] or 0) > 1 for e in entries)
+    rows = [cells(e) for e in entries]
+    at_status = headers.index("STATUS") + 1
+    if retried:
+        headers = headers[:at_status] + ["TRIES"] + headers[at_status:]
+        rows = [row[:at_status] + ["-" if e["tries"] is None else str(e["tries"])] + row[at_status:]
+                for row, e in zip(rows, entries)]
+    if items:
+        at_item = headers.index("SEQUENCE") + 1
+        headers = headers[:at_item] + ["ITEM"] + headers[at_item:]
+        rows = [row[:at_item] + [_short(e["item"])] + row[at_item:] for row, e in zip(rows, entries)]
+    return headers, rows
+
+
+def _try_index(detail: Any) -> dict[tuple[str, str, int], list[Any]]:
+    """The run's recorded tries by (step, sequence, attempt), each task's first try first."""
+    index: dict[tuple[str, str, int], list[Any]] = {}
+    for record in detail.tries:
+        index.setdefault((record.step, record.sequence, record.recovery), []).append(record)
+    for records in index.values():
+        records.sort(key=lambda r: r.try_number)
+    return index
 
 
 def _named(items: list[str]) -> str:
@@ -118,23 +158,41 @@ def _tasks(args: argparse.Namespace) -> int:
     detail = _read(lambda: run_detail(args.store, args.run_id, config=args.config))
     tasks = [t for t in detail.tasks if args.recovery is None or t.recovery == args.recovery]
     missing = detail.not_started() if args.recovery is None else []
+    tries = _try_index(detail)
+    entries = [_task_data(t, tries.get((t.step, t.sequence, t.recovery), ())) for t in tasks]
+    entries += [_not_started_data(step) for step in missing]
     if args.json:
-        print_json([_task_data(t) for t in tasks] + [_not_started_data(step) for step in missing])
+        print_json(entries)
         return OK
-    rows = [[t.step, t.sequence, str(t.recovery), t.status + (" (skipped)" if t.skipped else ""),
-             local_time(t.started), local_time(t.ended), t.error_line] for t in tasks]
-    rows += [[step, "-", "-", NOT_STARTED, "-", "-", ""] for step in missing]
-    print(table(["STEP", "SEQUENCE", "RECOVERY", "STATUS", "STARTED", "ENDED", "ERROR"], rows))
+    headers, rows = _columns(entries, ["STEP", "SEQUENCE", "RECOVERY", "STATUS", "STARTED", "ENDED", "ERROR"],
+                             lambda e: [e["step"], e["sequence"] or "-",
+                                        "-" if e["attempt"] is None else str(e["attempt"]),
+                                        e["status"] + (" (skipped)" if e["skipped"] else "") if e["status"]
+                                        else NOT_STARTED, local_time(e["started"]), local_time(e["ended"]),
+                                        e["error_line"] or ""])
+    print(table(headers, rows))
     return OK
 
 
-def _task_data(task: Any) -> dict:
+def _task_data(task: Any, tries: Any = ()) -> dict:
+    """A task as the JSON of ``show`` and ``tasks`` gives it, with its item, its number of tries
+    (1 for a task that ran without a recorded number; None for one that did not run) and the
+    tries recorded of it (``try_history``)."""
     from ..eventor.history import state_of
 
+    ran = task.started is not None and not task.skipped
     return {"step": task.step, "sequence": task.sequence, "attempt": task.recovery, "state": state_of(task),
             "status": task.status, "skipped": task.skipped, "host": task.host, "pid": task.pid,
             "started": task.started, "ended": task.ended, "duration": task.duration,
-            "error_line": task.error_line or None, "error": task.error, "logfile": task.logfile}
+            "error_line": task.error_line or None, "error": task.error, "logfile": task.logfile,
+            "item": task.item, "tries": task.tries if task.tries is not None else (1 if ran else None),
+            "try_history": [_try_data(t) for t in tries]}
+
+
+def _try_data(record: Any) -> dict:
+    return {"try": record.try_number, "started": record.started, "ended": record.ended,
+            "duration": record.duration, "host": record.host, "pid": record.pid, "timed_out": record.timed_out,
+            "error_line": record.error_line or None, "error": record.error}
 
 
 def _not_started_data(step: str) -> dict:
@@ -142,7 +200,7 @@ def _not_started_data(step: str) -> dict:
 
     return {"step": step, "sequence": None, "attempt": None, "state": NOT_STARTED, "status": None,
             "skipped": False, "host": None, "pid": None, "started": None, "ended": None, "duration": None,
-            "error_line": None, "error": None, "logfile": None}
+            "error_line": None, "error": None, "logfile": None, "item": None, "tries": None, "try_history": []}
 
 
 # --------------------------------------------------------------------------------------------- show
@@ -173,15 +231,19 @@ def _show(args: argparse.Namespace) -> int:
         print_json({"run": dataclasses.asdict(detail.run), "store": args.store,
                     "attempts": [{k: v for k, v in dataclasses.asdict(a).items() if k != "graph"}
                                  | {"duration": a.duration} for a in detail.attempts],
-                    "counts": detail.counts(), "duration": detail.duration, "tasks": entries, "recover": recover})
+                    "counts": detail.counts(), "duration": detail.duration, "tasks": entries,
+                    "tries": [dataclasses.asdict(t) for t in detail.tries],
+                    "iterations": [dataclasses.asdict(i) for i in detail.iterations], "recover": recover})
         return OK
     print(_summary(detail))
     print()
     if entries:
-        print(table(["STEP", "SEQUENCE", "ATTEMPT", "STATUS", "HOST", "STARTED", "DURATION", "ERROR"],
-                    [[e["step"], e["sequence"] or "-", "-" if e["attempt"] is None else str(e["attempt"]),
-                      e["state"], e["host"] or "-", local_time(e["started"]), human_duration(e["duration"]),
-                      e["error_line"] or ""] for e in entries]))
+        print(table(*_columns(entries, ["STEP", "SEQUENCE", "ATTEMPT", "STATUS", "HOST", "STARTED", "DURATION",
+                                        "ERROR"],
+                              lambda e: [e["step"], e["sequence"] or "-",
+                                         "-" if e["attempt"] is None else str(e["attempt"]), e["state"],
+                                         e["host"] or "-", local_time(e["started"]), human_duration(e["duration"]),
+                                         e["error_line"] or ""])))
     else:
         print("No failed tasks." if args.failed else "No tasks.")
     if recover is not None:
@@ -201,6 +263,7 @@ def _entries(detail: Any) -> list[dict]:
     from ..eventor.history import NOT_STARTED
 
     kinds = {step: (container, kind) for step, container, kind in detail.shape}
+    tries = _try_index(detail)
     by_step: dict[str, list[Any]] = {}
     for task in detail.latest():
         by_step.setdefault(task.step, []).append(task)
@@ -209,7 +272,8 @@ def _entries(detail: Any) -> list[dict]:
     for step in order:
         container, kind = kinds.get(step, (None, None))
         for task in by_step.get(step, ()):
-            entries.append(_task_data(task) | {"container": container, "kind": kind})
+            entries.append(_task_data(task, tries.get((task.step, task.sequence, task.recovery), ()))
+                           | {"container": container, "kind": kind})
         if step not in by_step:
             entries.append(_not_started_data(step) | {"container": container, "kind": kind, "state": NOT_STARTED})
     return entries

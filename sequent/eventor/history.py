@@ -26,9 +26,9 @@ from .errors import EventorError, NoRunError
 if TYPE_CHECKING:  # SQLAlchemy is imported when a store is read, not with the package
     from .store import Store
 
-__all__ = ["RunInfo", "TaskInfo", "AttemptInfo", "RunDetail", "STATES", "NOT_STARTED", "open_store", "list_runs",
-           "run_tasks", "run_detail", "flow_matches", "error_line", "state_of", "task_log_path", "log_files",
-           "known_steps"]
+__all__ = ["RunInfo", "TaskInfo", "AttemptInfo", "TryInfo", "IterationInfo", "RunDetail", "STATES", "NOT_STARTED",
+           "open_store", "list_runs", "run_tasks", "run_detail", "flow_matches", "error_line", "state_of",
+           "task_log_path", "log_files", "known_steps"]
 
 #: What a task (a step at a sequence) is, as ``RunDetail.counts`` and ``sequent show`` name it:
 #: the statuses of the store, with ``skipped`` (a success recorded by a recovery without running
@@ -82,6 +82,8 @@ class TaskInfo:
     error: Optional[str]
     logfile: Optional[str] = None  # where its log file is, on its host (remote tasks)
     owner: Optional[str] = None  # the agent that ran it on a remote host (host:pid:start)
+    item: Optional[str] = None  # repr of the item of its innermost repeated container, if any
+    tries: Optional[int] = None  # the try running now or run last; None: its first (or an older store)
 
     @property
     def duration(self) -> Optional[float]:
@@ -92,6 +94,43 @@ class TaskInfo:
     def error_line(self) -> str:
         """The line of its error that names the exception (see :func:`error_line`); '' without an error."""
         return error_line(self.error)
+
+
+@dataclass(frozen=True)
+class TryInfo:
+    """One recorded try of a task (a step at a sequence, in attempt ``recovery``): how it ended."""
+
+    step: str
+    sequence: str
+    recovery: int
+    try_number: int  # 1, 2, ...
+    started: Optional[datetime.datetime]
+    ended: Optional[datetime.datetime]
+    host: Optional[str]
+    pid: Optional[int]
+    error: Optional[str]
+    timed_out: bool  # stopped because it ran past its step's timeout
+
+    @property
+    def duration(self) -> Optional[float]:
+        """Seconds from its start to its end; None without both."""
+        return _seconds(self.started, self.ended)
+
+    @property
+    def error_line(self) -> str:
+        """The line of its error that names the exception (see :func:`error_line`); '' without an error."""
+        return error_line(self.error)
+
+
+@dataclass(frozen=True)
+class IterationInfo:
+    """One iteration of a repeated container in attempt ``recovery``: its own sequence and its item."""
+
+    step: str  # the container
+    sequence: str  # the iteration's own sequence (``1.2``: the second iteration of the container at 1)
+    recovery: int
+    item: Optional[str]  # the repr of its item
+    started: Optional[datetime.datetime]
 
 
 @dataclass(frozen=True)
@@ -125,6 +164,14 @@ class RunDetail:
     shape: list[tuple[str, Optional[str], str]]  # the latest attempt's steps: (step, container, 'step'|'container')
     # when the detail was read (the clock of a running attempt's duration)
     read_at: float = field(default_factory=time.time, compare=False, repr=False)
+    tries: list[TryInfo] = field(default_factory=list)  # every recorded try, by attempt and start
+    iterations: list[IterationInfo] = field(default_factory=list)  # every recorded iteration, by attempt and start
+
+    def tries_of(self, task: TaskInfo) -> list[TryInfo]:
+        """The recorded tries of ``task`` (its step and sequence, in its attempt), first try first."""
+        return sorted((t for t in self.tries if (t.step, t.sequence, t.recovery) == (task.step, task.sequence,
+                                                                                     task.recovery)),
+                      key=lambda t: t.try_number)
 
     def attempt(self, recovery: int) -> Optional[AttemptInfo]:
         """Attempt number ``recovery`` (0 is the first run), or None."""
@@ -340,7 +387,18 @@ def _outcome(store: Store, run: Any) -> str:
 def _task_info(t: Any) -> TaskInfo:
     return TaskInfo(step=t.step, sequence=t.sequence, recovery=t.recovery, status=t.status,
                     skipped=bool(t.skipped), started=_when(t.started), ended=_when(t.ended), host=t.host,
-                    pid=t.pid, result=t.result, error=t.error, logfile=t.logfile, owner=t.owner)
+                    pid=t.pid, result=t.result, error=t.error, logfile=t.logfile, owner=t.owner, item=t.item,
+                    tries=t.tries)
+
+
+def _try_info(t: Any) -> TryInfo:
+    return TryInfo(step=t.step, sequence=t.sequence, recovery=t.recovery, try_number=t._mapping["try"],
+                   started=_when(t.started), ended=_when(t.ended), host=t.host, pid=t.pid, error=t.error,
+                   timed_out=bool(t.timed_out))
+
+
+def _iteration_info(t: Any) -> IterationInfo:
+    return IterationInfo(step=t.step, sequence=t.sequence, recovery=t.recovery, item=t.item, started=_when(t.started))
 
 
 def _no_run(store: Store, run_id: str) -> NoRunError:
@@ -379,7 +437,9 @@ def run_detail(store: Any, run_id: Optional[str] = None, *, latest: bool = False
         run = RunInfo(run_id=row.run_id, flow=row.flow, recoveries=row.recovery,
                       started=attempts[0][0].started if attempts else None, ended=last.ended if last else None,
                       outcome=_outcome(opened, row), host=row.host, program=row.program)
-        detail = RunDetail(run=run, attempts=[a for a, _ in attempts], tasks=tasks, shape=shape)
+        detail = RunDetail(run=run, attempts=[a for a, _ in attempts], tasks=tasks, shape=shape,
+                           tries=[_try_info(t) for t in opened.try_rows(row.run_id)],
+                           iterations=[_iteration_info(t) for t in opened.iteration_rows(row.run_id)])
         return dataclasses.replace(detail, run=dataclasses.replace(run, duration=detail.duration))
     finally:
         opened.dispose()

@@ -10,12 +10,13 @@ import sqlalchemy as sa
 
 from .text import SEQUENCE_LIMIT
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "agents", "attempts", "delays", "holdings", "locks", "metadata", "runs",
-           "schema_info", "tasks"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "agents", "attempts", "delays", "holdings", "iterations", "locks",
+           "metadata", "runs", "schema_info", "tasks", "tries"]
 
 #: Bumped whenever the tables change; a store written by a newer version is refused, an older one
 #: is brought up to date by MIGRATIONS (version 2: remote hosts, the tasks' owner and log file, agents;
-#: version 3: the flow's graph and where its logs are, with each attempt).
+#: version 3: the flow's graph and where its logs are, with each attempt; each task's item and tries,
+#: and the tables of tries and iterations).
 SCHEMA_VERSION = 3
 
 metadata = sa.MetaData()
@@ -87,6 +88,9 @@ tasks = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("owner", sa.String(255)),  # the agent running it on a remote host (its token), if any
     sa.Column("logfile", sa.Text),  # its log file on that host
+    sa.Column("item", sa.Text),  # repr of the item of the innermost repeated container around it (cut)
+    sa.Column("tries", sa.Integer),  # the try running now or run last; NULL means 1
+    sa.Column("retry_at", sa.Float),  # when its next try is due, while it waits for it; NULL otherwise
     sa.UniqueConstraint("run_id", "recovery", "step", "sequence", name="sequent_tasks_key"),
 )
 
@@ -108,7 +112,7 @@ agents = sa.Table(
 #: it adds as (table, column)); new tables are created by create_all.
 MIGRATIONS: tuple[tuple[int, tuple[tuple[sa.Table, str], ...]], ...] = (
     (1, ((tasks, "owner"), (tasks, "logfile"))),
-    (2, ((attempts, "graph"), (attempts, "logging"))),
+    (2, ((attempts, "graph"), (attempts, "logging"), (tasks, "item"), (tasks, "tries"), (tasks, "retry_at"))),
 )
 
 #: One row per delay started: recovery waits only what remains of it.
@@ -135,4 +139,33 @@ holdings = sa.Table(
     sa.Column("acquired", sa.Float, nullable=False),
     sa.Column("released_count", sa.Integer),
     sa.Column("released", sa.Float),
+)
+
+#: One row per try of a task that was recorded (a failed try after which another followed, at least):
+#: the first write of a try wins, a duplicate is ignored.
+tries = sa.Table(
+    "sequent_tries", metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("recovery", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("step", sa.String(255), primary_key=True),
+    sa.Column("sequence", sa.String(SEQUENCE_LIMIT), primary_key=True),
+    sa.Column("try", sa.Integer, primary_key=True, autoincrement=False),  # 1, 2, ...
+    sa.Column("started", sa.Float),
+    sa.Column("ended", sa.Float),
+    sa.Column("host", sa.String(255)),
+    sa.Column("pid", sa.Integer),
+    sa.Column("owner", sa.String(255)),  # the remote agent that ran it (its token), if any
+    sa.Column("error", sa.Text),
+    sa.Column("timed_out", sa.Boolean),
+)
+
+#: One row per iteration of a repeated container: its sequence (``1.2``) and the item it works on.
+iterations = sa.Table(
+    "sequent_iterations", metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("recovery", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("step", sa.String(255), primary_key=True),  # the container
+    sa.Column("sequence", sa.String(SEQUENCE_LIMIT), primary_key=True),  # the iteration's own sequence
+    sa.Column("item", sa.Text),  # repr of its item (cut)
+    sa.Column("started", sa.Float),
 )

@@ -25,16 +25,122 @@ from sqlalchemy import event as sa_event
 
 from .dburl import StoreTarget
 from .errors import EventorError
-from .schema import (MIGRATIONS, SCHEMA_VERSION, agents, attempts, delays, holdings, locks, metadata, runs,
-                     schema_info, tasks)
+from .schema import (MIGRATIONS, SCHEMA_VERSION, agents, attempts, delays, holdings, iterations, locks, metadata,
+                     runs, schema_info, tasks, tries)
 from .storefaults import describe_fault, driver_text
+from .text import ERROR_LIMIT, TRACEBACK_LIMIT, storable
 
 
 _TASK_COLUMNS = ("status", "skipped", "host", "pid", "started", "ended", "result", "error")
+#: Task columns a change sets only when given (RunWriter.task's keywords): omitted, they stay as they are.
+_TASK_EXTRAS = ("item", "tries", "retry_at")
+_TRY_KEYS = ("run_id", "recovery", "step", "sequence", "try", "started", "ended", "host", "pid", "owner", "error",
+             "timed_out")
+_ITERATION_KEYS = ("run_id", "recovery", "step", "sequence", "item", "started")
+
+#: Characters kept of an item's repr (tasks.item, sequent_iterations.item).
+ITEM_LIMIT = 1_000
+#: Room for the note ``storable`` puts where it cut a text: a text cut once is never cut again.
+_CUT_NOTE = 64
+#: Characters kept of a try's error (its message and traceback, as the coordinator records them).
+_TRY_ERROR_LIMIT = ERROR_LIMIT + TRACEBACK_LIMIT + 2 * _CUT_NOTE
+
+
+class _Keep:
+    """The value of a RunWriter.task keyword that was not given: the column keeps what it holds."""
+
+    def __repr__(self) -> str:
+        return "<unchanged>"
+
+
+KEEP: Any = _Keep()
+
+
+def item_text(item: object) -> str:
+    """What the store records of an item: its repr, storable and cut to ITEM_LIMIT; never raises.
+
+    A recovery that compares items compares these texts (a long repr is recorded cut)."""
+    try:
+        text = repr(item)
+    except BaseException:  # noqa: B036 - a broken __repr__ must not fail the run
+        text = f"<unprintable {type(item).__name__}>"
+    return storable(text, ITEM_LIMIT)
+
+
+def _capped_item(text: Optional[str]) -> Optional[str]:
+    """An item text made storable; one that :func:`item_text` made is kept as it is."""
+    return None if text is None else storable(text, ITEM_LIMIT + _CUT_NOTE)
+
+
+def _capped_error(text: Optional[str]) -> Optional[str]:
+    """A try's error made storable (its start and end kept); None or '' is None."""
+    return (storable(text, _TRY_ERROR_LIMIT, keep_ends=True) or None) if text else None
 
 
 #: Compiled per-round statements by (dialect, paramstyle, schema): compiling costs milliseconds.
 _RAW_CACHE: dict[tuple, dict[str, tuple[str, Optional[tuple[str, ...]]]]] = {}
+
+
+def _insert_ignoring(table: sa.Table, dialect_name: str) -> Any:
+    """An INSERT that skips a row whose key exists already (the first write wins), in the dialect's words."""
+    if dialect_name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if dialect_name == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert(table).on_conflict_do_nothing()
+    if dialect_name in ("mysql", "mariadb"):
+        return table.insert().prefix_with("IGNORE")
+    return table.insert()  # another database: a duplicate fails its transaction
+
+
+def _raw_statement(name: str, dialect: Any, schema: Optional[str]) -> tuple[str, Optional[tuple[str, ...]]]:
+    """The SQL of one per-round statement and, for a positional driver, its parameters' order.
+
+    ``name`` is a statement (``insert_task``, ``update_task``, ...), for ``update_task`` and
+    ``finish_task`` followed by the extra task columns it sets too (``update_task+tries+retry_at``).
+    """
+    base, *extra = name.split("+")
+    if extra and (base not in ("insert_task", "update_task", "finish_task") or not set(extra) <= set(_TASK_EXTRAS)):
+        raise EventorError(f"no per-round statement {name!r}")
+    names = (tasks, delays, holdings, tries, iterations)
+    if schema:
+        copy = sa.MetaData(schema=schema)
+        table = {t.name: t.to_metadata(copy, schema=schema) for t in names}
+    else:
+        table = {t.name: t for t in names}
+    t, d, h = table[tasks.name], table[delays.name], table[holdings.name]
+    task_key = (t.c.run_id == sa.bindparam("k_run_id"), t.c.recovery == sa.bindparam("k_recovery"),
+                t.c.step == sa.bindparam("k_step"), t.c.sequence == sa.bindparam("k_sequence"))
+    columns = _TASK_COLUMNS + tuple(extra)
+    keys: Optional[tuple[str, ...]] = None
+    if base == "insert_task":
+        stmt, keys = t.insert(), ("run_id", "recovery", "step", "sequence", "created") + columns
+    elif base == "update_task":
+        stmt = t.update().where(*task_key).values({c: sa.bindparam(c) for c in columns})
+    elif base == "finish_task":
+        stmt = (t.update().where(*task_key, t.c.status == sa.literal_column("'active'"))
+                .values({c: sa.bindparam(c) for c in columns}))
+    elif base == "insert_delay":
+        stmt, keys = d.insert(), ("run_id", "recovery", "step", "sequence", "seconds", "activated")
+    elif base == "insert_hold":
+        stmt, keys = h.insert(), ("run_id", "recovery", "step", "sequence", "pool", "count", "acquired")
+    elif base == "release_hold":
+        stmt = h.update().where(
+            h.c.run_id == sa.bindparam("k_run_id"), h.c.recovery == sa.bindparam("k_recovery"),
+            h.c.step == sa.bindparam("k_step"), h.c.sequence == sa.bindparam("k_sequence"),
+            h.c.pool == sa.bindparam("k_pool")).values(released_count=sa.bindparam("released_count"),
+                                                       released=sa.bindparam("released"))
+    elif base == "insert_try":
+        stmt, keys = _insert_ignoring(table[tries.name], dialect.name), _TRY_KEYS
+    elif base == "insert_iteration":
+        stmt, keys = _insert_ignoring(table[iterations.name], dialect.name), _ITERATION_KEYS
+    else:
+        raise EventorError(f"no per-round statement {name!r}")
+    compiled = stmt.compile(dialect=dialect, column_keys=list(keys) if keys else None)
+    return str(compiled), tuple(compiled.positiontup) if compiled.positional else None
 
 
 def _sqlite_pragmas(busy_timeout: float, readonly: bool) -> Callable[[Any, Any], None]:
@@ -71,10 +177,9 @@ class TaskRow:
     error: Optional[str]
     owner: Optional[str] = None  # the remote agent that ran it (host:pid:start), if any
     logfile: Optional[str] = None  # its log file on that host, if any
-
-
-#: TaskRow fields a store of schema version 1 lacks (it is read as they were None).
-_V2_TASK_FIELDS = ("owner", "logfile")
+    item: Optional[str] = None  # repr of its innermost repeated container's item, if any
+    tries: Optional[int] = None  # the try running now or run last (None: 1)
+    retry_at: Optional[float] = None  # when its next try is due, while it waits for one
 
 
 class Store:
@@ -96,6 +201,7 @@ class Store:
         self.version = SCHEMA_VERSION  # of the store as found (a reader may find an older one)
         self._engine: Optional[sa.Engine] = None
         self._conn: Optional[sa.Connection] = None
+        self._columns: dict[str, frozenset[str]] = {}  # a reader's: the columns each table has, as found
 
     def is_fault(self, exc: BaseException) -> bool:
         """True for an error of the database or its file system (not of the engine's own logic)."""
@@ -231,49 +337,17 @@ class Store:
 
         A round's writes go straight to the driver's ``executemany``: the same SQL that
         SQLAlchemy would send, without its per-execution work, which otherwise costs more
-        than the database itself on the coordinator's hot path.
+        than the database itself on the coordinator's hot path.  The statements that also set
+        a task's item, tries or retry_at are compiled when first needed (see :func:`_raw_statement`).
         """
-        schema = self.target.schema
-        cache_key = (self._engine.dialect.name, self._engine.dialect.paramstyle, schema)
-        self._raw: dict[str, tuple[str, Optional[tuple[str, ...]]]] = _RAW_CACHE.get(cache_key, {})
-        if self._raw:
-            return
-        if schema:
-            copy = sa.MetaData(schema=schema)
-            table = {t.name: t.to_metadata(copy, schema=schema) for t in (tasks, delays, holdings)}
-        else:
-            table = {t.name: t for t in (tasks, delays, holdings)}
-        t, d, h = table["sequent_tasks"], table["sequent_delays"], table["sequent_holdings"]
-        statements = {
-            "insert_task": t.insert(),
-            "update_task": t.update().where(
-                t.c.run_id == sa.bindparam("k_run_id"), t.c.recovery == sa.bindparam("k_recovery"),
-                t.c.step == sa.bindparam("k_step"), t.c.sequence == sa.bindparam("k_sequence"))
-            .values({name: sa.bindparam(name) for name in _TASK_COLUMNS}),
-            "finish_task": t.update().where(
-                t.c.run_id == sa.bindparam("k_run_id"), t.c.recovery == sa.bindparam("k_recovery"),
-                t.c.step == sa.bindparam("k_step"), t.c.sequence == sa.bindparam("k_sequence"),
-                t.c.status == sa.literal_column("'active'"))
-            .values({name: sa.bindparam(name) for name in _TASK_COLUMNS}),
-            "insert_delay": d.insert(),
-            "insert_hold": h.insert(),
-            "release_hold": h.update().where(
-                h.c.run_id == sa.bindparam("k_run_id"), h.c.recovery == sa.bindparam("k_recovery"),
-                h.c.step == sa.bindparam("k_step"), h.c.sequence == sa.bindparam("k_sequence"),
-                h.c.pool == sa.bindparam("k_pool"))
-            .values(released_count=sa.bindparam("released_count"), released=sa.bindparam("released")),
-        }
-        keys = {
-            "insert_task": ("run_id", "recovery", "step", "sequence", "created") + _TASK_COLUMNS,
-            "insert_delay": ("run_id", "recovery", "step", "sequence", "seconds", "activated"),
-            "insert_hold": ("run_id", "recovery", "step", "sequence", "pool", "count", "acquired"),
-        }
         dialect = self._engine.dialect
-        self._raw = {}
-        for name, stmt in statements.items():
-            compiled = stmt.compile(dialect=dialect, column_keys=list(keys[name]) if name in keys else None)
-            self._raw[name] = (str(compiled), tuple(compiled.positiontup) if compiled.positional else None)
-        _RAW_CACHE[cache_key] = self._raw
+        cache_key = (dialect.name, dialect.paramstyle, self.target.schema)
+        self._raw: dict[str, tuple[str, Optional[tuple[str, ...]]]] = _RAW_CACHE.setdefault(cache_key, {})
+        if "insert_task" in self._raw:
+            return
+        for name in ("insert_task", "update_task", "finish_task", "insert_delay", "insert_hold", "release_hold",
+                     "insert_try", "insert_iteration"):
+            self._raw[name] = _raw_statement(name, dialect, self.target.schema)
 
     def write_raw(self, batches: list[tuple[str, list[dict]]]) -> None:
         """Run each (statement name, rows) with the driver's executemany, then commit, as one transaction."""
@@ -281,7 +355,10 @@ class Store:
         cursor = dbapi.cursor()
         try:
             for name, rows in batches:
-                sql, order = self._raw[name]
+                raw = self._raw.get(name)
+                if raw is None:  # a task change that sets item, tries or retry_at too: compiled once
+                    raw = self._raw[name] = _raw_statement(name, self._engine.dialect, self.target.schema)
+                sql, order = raw
                 cursor.executemany(sql, [tuple(row[k] for k in order) for row in rows] if order else rows)
             dbapi.commit()
         except BaseException:
@@ -296,7 +373,7 @@ class Store:
         except sa.exc.DBAPIError:
             conn.rollback()
             row = None
-        if row is not None and int(row[0]) == SCHEMA_VERSION:
+        if row is not None and int(row[0]) == SCHEMA_VERSION and self._complete(conn):
             conn.rollback()
             return
         inspector = sa.inspect(conn)
@@ -309,10 +386,24 @@ class Store:
                     f"this one understands versions up to {SCHEMA_VERSION}: upgrade sequent to use it")
             if row is not None and version < SCHEMA_VERSION:
                 self._migrate(conn, version)
+            elif row is not None:  # this version, written before its last tables and columns (never released)
+                self._migrate(conn, SCHEMA_VERSION - 1)
         metadata.create_all(conn, checkfirst=True)
         if not conn.execute(sa.select(schema_info.c.value).where(schema_info.c.key == "version")).first():
             conn.execute(schema_info.insert().values(key="version", value=str(SCHEMA_VERSION)))
         conn.commit()
+
+    @staticmethod
+    def _complete(conn: sa.Connection) -> bool:
+        """Whether a store of this version has the columns and tables that came last (one query)."""
+        probe = (sa.select(tasks.c.item, tasks.c.tries, tasks.c.retry_at, tries.c.run_id, iterations.c.run_id)
+                 .select_from(tasks.join(tries, sa.true()).join(iterations, sa.true())).where(sa.false()))
+        try:
+            conn.execute(probe).all()
+        except sa.exc.DBAPIError:
+            conn.rollback()
+            return False
+        return True
 
     def _migrate(self, conn: sa.Connection, version: int) -> None:
         """Bring a store of an older schema version up to this one, keeping every run in it."""
@@ -522,17 +613,34 @@ class Store:
         finally:
             self.conn.rollback()
 
-    def claim_task(self, run_id: str, recovery: int, step: str, sequence: str, *, owner: str, pid: int,
-                   logfile: Optional[str]) -> bool:
-        """An agent records that it runs an active task (its token, pid and log file); False when the
-        task is no longer active (its coordinator gave it up) or another agent claimed it first (a
-        cluster that reran it after a worker died): then it must not run."""
+    def claim_task(self, run_id: str, recovery: int, step: str, sequence: str, *, owner: str, pid: Optional[int],
+                   logfile: Optional[str], try_number: int = 1) -> bool:
+        """An agent records that it runs try ``try_number`` of an active task (its token, pid and log
+        file); False when the task is no longer active (its coordinator gave it up) or another agent
+        claimed this try first (a cluster that reran it after a worker died): then it must not run.
+        A later try may claim a task that an earlier try's agent owns."""
+        if try_number > 1:
+            fence = sa.or_(tasks.c.owner.is_(None), sa.func.coalesce(tasks.c.tries, 1) < try_number)
+            extra = {"tries": try_number}
+        else:
+            fence, extra = tasks.c.owner.is_(None), {}
         with self._tx() as conn:
             done = conn.execute(tasks.update().where(
                 tasks.c.run_id == run_id, tasks.c.recovery == recovery, tasks.c.step == step,
-                tasks.c.sequence == sequence, tasks.c.status == "active", tasks.c.owner.is_(None))
-                .values(owner=owner, pid=pid, logfile=logfile))
+                tasks.c.sequence == sequence, tasks.c.status == "active", fence)
+                .values(owner=owner, pid=pid, logfile=logfile, **extra))
         return done.rowcount == 1
+
+    def record_try(self, run_id: str, recovery: int, step: str, sequence: str, try_number: int, *,
+                   started: Optional[float], ended: Optional[float], host: Optional[str], pid: Optional[int],
+                   owner: Optional[str], error: Optional[str], timed_out: bool) -> None:
+        """Record how one try of a task ended (an agent's direct write); a try recorded already is
+        kept as it is (the first write wins)."""
+        row = {"run_id": run_id, "recovery": recovery, "step": step, "sequence": sequence, "try": try_number,
+               "started": started, "ended": ended, "host": host, "pid": pid, "owner": owner,
+               "error": _capped_error(error), "timed_out": bool(timed_out)}
+        with self._tx() as conn:
+            conn.execute(_insert_ignoring(tries, conn.dialect.name), [row])
 
     def finish_task(self, run_id: str, recovery: int, step: str, sequence: str, *, status: str, ended: float,
                     pid: Optional[int], host: str, result: Optional[str], error: Optional[str],
@@ -551,20 +659,77 @@ class Store:
 
     # -- tasks --------------------------------------------------------------------------------
 
+    def columns(self, table: sa.Table) -> frozenset[str]:
+        """The columns ``table`` has in this store (none when it has no such table).
+
+        A store opened to write has them all (it was brought up to date); a reader looks, once per
+        table: an older store lacks what came later, and reads as if those were empty."""
+        if not self.readonly:
+            return frozenset(table.c.keys())
+        found = self._columns.get(table.name)
+        if found is None:
+            inspector = sa.inspect(self.conn)
+            found = frozenset(c["name"] for c in inspector.get_columns(table.name, schema=self.target.schema)) \
+                if inspector.has_table(table.name, schema=self.target.schema) else frozenset()
+            self.conn.rollback()
+            self._columns[table.name] = found
+        return found
+
     def task_rows(self, run_id: str, recovery: Optional[int] = None) -> list[TaskRow]:
         """The tasks of a run (of one attempt when ``recovery`` is given), in creation order."""
-        names = [n for n in TaskRow.__dataclass_fields__ if self.version >= 2 or n not in _V2_TASK_FIELDS]
+        have = self.columns(tasks)
+        names = [n for n in TaskRow.__dataclass_fields__ if n in have]
         query = sa.select(*[tasks.c[name] for name in names]).where(tasks.c.run_id == run_id)
         if recovery is not None:
             query = query.where(tasks.c.recovery == recovery)
-        return [TaskRow(*row) for row in self.conn.execute(query.order_by(tasks.c.id))]
+        return [TaskRow(**dict(zip(names, row))) for row in self.conn.execute(query.order_by(tasks.c.id))]
+
+    def try_rows(self, run_id: str) -> list[sa.Row]:
+        """The recorded tries of a run's tasks, by attempt and start (none in an older store)."""
+        if "timed_out" not in self.columns(tries):
+            return []
+        query = (sa.select(tries).where(tries.c.run_id == run_id)
+                 .order_by(tries.c.recovery, tries.c.started, tries.c.step, tries.c.sequence, tries.c["try"]))
+        return list(self.conn.execute(query))
+
+    def iteration_rows(self, run_id: str) -> list[sa.Row]:
+        """The recorded iterations of a run's repeated containers, by attempt and start (none in an older store)."""
+        if "item" not in self.columns(iterations):
+            return []
+        query = (sa.select(iterations).where(iterations.c.run_id == run_id)
+                 .order_by(iterations.c.recovery, iterations.c.started, iterations.c.step, iterations.c.sequence))
+        return list(self.conn.execute(query))
+
+    def previous_retries(self, run_id: str, upto: int) -> dict[tuple[str, str], tuple[int, float]]:
+        """(step, sequence) -> (tries, retry_at) of the tasks that were waiting for their next try when
+        attempts 0..``upto`` last recorded them: the latest row of the task is active, with a retry_at."""
+        if "retry_at" not in self.columns(tasks):
+            return {}
+        later = tasks.alias("later")
+        newer = (sa.select(later.c.id).where(later.c.run_id == tasks.c.run_id, later.c.step == tasks.c.step,
+                                             later.c.sequence == tasks.c.sequence,
+                                             later.c.recovery > tasks.c.recovery, later.c.recovery <= upto))
+        query = (sa.select(tasks.c.step, tasks.c.sequence, tasks.c.tries, tasks.c.retry_at)
+                 .where(tasks.c.run_id == run_id, tasks.c.recovery <= upto, tasks.c.status == "active",
+                        tasks.c.retry_at.is_not(None), ~newer.exists()))
+        return {(step, seq): (tries_ or 1, retry_at) for step, seq, tries_, retry_at in self.conn.execute(query)}
+
+    def previous_items(self, run_id: str, upto: int) -> dict[tuple[str, str], Optional[str]]:
+        """(container, sequence) -> the repr of the iteration's item, as the latest of attempts
+        0..``upto`` that recorded the iteration recorded it."""
+        if "item" not in self.columns(iterations):
+            return {}
+        query = (sa.select(iterations.c.step, iterations.c.sequence, iterations.c.item)
+                 .where(iterations.c.run_id == run_id, iterations.c.recovery <= upto)
+                 .order_by(iterations.c.recovery))
+        return {(step, seq): item for step, seq, item in self.conn.execute(query)}
 
     def writer(self, run_id: str, recovery: int, host: str) -> "RunWriter":
         return RunWriter(self, run_id, recovery, host)
 
 
 class RunWriter:
-    """Buffers one attempt's task and delay changes; :meth:`commit` writes them in one transaction."""
+    """Buffers one attempt's task, try, iteration and delay changes; :meth:`commit` writes them in one transaction."""
 
     def __init__(self, store: Store, run_id: str, recovery: int, host: str):
         self.store = store
@@ -574,20 +739,33 @@ class RunWriter:
         self._inserts: dict[tuple[str, str], dict] = {}
         self._updates: dict[tuple[str, str], dict] = {}
         self._finals: dict[tuple[str, str], dict] = {}  # fenced: only while the row is active
+        self._extras = False  # whether a buffered task change sets item, tries or retry_at
         self._delays: list[dict] = []
         self._holds: list[dict] = []
         self._unholds: list[dict] = []
+        self._tries: dict[tuple[str, str, int], dict] = {}
+        self._iterations: dict[tuple[str, str], dict] = {}
 
     def task(self, step: str, sequence: str, status: str, *, created: float, started: Optional[float] = None,
              ended: Optional[float] = None, pid: Optional[int] = None, result: Optional[str] = None,
              error: Optional[str] = None, skipped: bool = False, host: Optional[str] = None, new: bool,
-             fenced: bool = False) -> None:
+             fenced: bool = False, item: Optional[str] = KEEP, tries: Optional[int] = KEEP,
+             retry_at: Optional[float] = KEEP) -> None:
         """Record a task's state; ``new`` says whether its row exists yet (merged when not committed);
         ``host`` is where it ran (None: the coordinator's host).  A ``fenced`` change applies only
         while the row is still active: the final write of a remote task, whose agent may have
-        recorded its end first (the first final write wins)."""
+        recorded its end first (the first final write wins).  ``item`` (the text of
+        :func:`item_text`), ``tries`` and ``retry_at`` are set only when given (None clears them)."""
         values = {"status": status, "skipped": skipped, "host": host or self.host, "pid": pid, "started": started,
                   "ended": ended, "result": result, "error": error}
+        if item is not KEEP or tries is not KEEP or retry_at is not KEEP:
+            self._extras = True
+            if item is not KEEP:
+                values["item"] = _capped_item(item)
+            if tries is not KEEP:
+                values["tries"] = tries
+            if retry_at is not KEEP:
+                values["retry_at"] = retry_at
         key = (step, sequence)
         pending = self._inserts.get(key)
         if pending is not None:
@@ -597,7 +775,31 @@ class RunWriter:
             self._inserts[key] = values
         else:
             values.update(k_run_id=self.run_id, k_recovery=self.recovery, k_step=step, k_sequence=sequence)
-            (self._finals if fenced else self._updates)[key] = values
+            buffer = self._finals if fenced else self._updates
+            if self._extras:  # a change not yet written gave extras this one does not: they still apply
+                earlier = buffer.get(key)
+                if earlier is not None:
+                    for name in _TASK_EXTRAS:
+                        if name in earlier and name not in values:
+                            values[name] = earlier[name]
+            buffer[key] = values
+
+    def try_ended(self, step: str, sequence: str, try_number: int, *, started: Optional[float],
+                  ended: Optional[float], host: Optional[str], pid: Optional[int], error: Optional[str],
+                  timed_out: bool, owner: Optional[str] = None) -> None:
+        """Record how try ``try_number`` of a task ended (``host`` None: the coordinator's); a try
+        recorded already, in this round or before, is kept as it is."""
+        self._tries.setdefault((step, sequence, try_number), {
+            "run_id": self.run_id, "recovery": self.recovery, "step": step, "sequence": sequence,
+            "try": try_number, "started": started, "ended": ended, "host": host or self.host, "pid": pid,
+            "owner": owner, "error": _capped_error(error), "timed_out": bool(timed_out)})
+
+    def iteration(self, container: str, sequence: str, item: Optional[str], started: Optional[float]) -> None:
+        """Record an iteration of a repeated container: its own sequence (``1.2``) and its item's text
+        (:func:`item_text`); an iteration recorded already is kept as it is."""
+        self._iterations.setdefault((container, sequence), {
+            "run_id": self.run_id, "recovery": self.recovery, "step": container, "sequence": sequence,
+            "item": _capped_item(item), "started": started})
 
     def delay(self, step: str, sequence: str, seconds: float, activated: float) -> None:
         self._delays.append({"run_id": self.run_id, "recovery": self.recovery, "step": step,
@@ -613,7 +815,8 @@ class RunWriter:
 
     @property
     def dirty(self) -> bool:
-        return bool(self._inserts or self._updates or self._finals or self._delays or self._holds or self._unholds)
+        return bool(self._inserts or self._updates or self._finals or self._delays or self._holds or self._unholds
+                    or self._tries or self._iterations)
 
     def commit(self) -> None:
         """Write everything buffered in one transaction (inserts before updates)."""
@@ -624,8 +827,42 @@ class RunWriter:
             ("finish_task", list(self._finals.values())),
             ("insert_delay", self._delays), ("insert_hold", self._holds), ("release_hold", self._unholds))
             if rows]
+        if self._extras:
+            batches = _with_extras(batches)
+        if self._tries:
+            batches.append(("insert_try", list(self._tries.values())))
+        if self._iterations:
+            batches.append(("insert_iteration", list(self._iterations.values())))
         self.store.write_raw(batches)
         self._inserts.clear()
         self._updates.clear()
         self._finals.clear()
+        self._extras = False
         self._delays, self._holds, self._unholds = [], [], []
+        if self._tries:
+            self._tries = {}
+        if self._iterations:
+            self._iterations = {}
+
+
+def _with_extras(batches: list[tuple[str, list[dict]]]) -> list[tuple[str, list[dict]]]:
+    """A round's batches with the task changes that set item, tries or retry_at sent by the statements
+    that set them: new rows all by one (an omitted value of a new row is NULL, so the order of
+    creation is kept), changes by which of them they set (an omitted one is left as it is)."""
+    out: list[tuple[str, list[dict]]] = []
+    for name, rows in batches:
+        if name == "insert_task":
+            if any(extra in row for row in rows for extra in _TASK_EXTRAS):
+                for row in rows:
+                    for extra in _TASK_EXTRAS:
+                        row.setdefault(extra, None)
+                name = "insert_task+" + "+".join(_TASK_EXTRAS)
+            out.append((name, rows))
+        elif name in ("update_task", "finish_task"):
+            groups: dict[tuple[str, ...], list[dict]] = {}
+            for row in rows:
+                groups.setdefault(tuple(extra for extra in _TASK_EXTRAS if extra in row), []).append(row)
+            out.extend(("+".join((name, *extras)), group) for extras, group in groups.items())
+        else:
+            out.append((name, rows))
+    return out
