@@ -129,7 +129,7 @@ def test_prefix_and_suffix_decorate_file_names(tmp_path):
 
 
 def test_console_writes_to_the_current_stdout(tmp_path, capsys, monkeypatch):
-    rl = RunLogging('con', {'logdir': str(tmp_path)})
+    rl = RunLogging('con', {'logdir': str(tmp_path), 'console_level': 'INFO'})  # every line, as on a terminal
     rl.start()
     logging.getLogger('con').warning('to the console')
     out = capsys.readouterr().out

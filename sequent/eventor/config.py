@@ -29,7 +29,15 @@ __all__ = ['DEFAULTS', 'LOGGING_DEFAULTS', 'STEP_KEYS', 'HOST_KEYS', 'HostSettin
 LOGGING_DEFAULTS: dict = {
     'logdir': '~/log/sequent',
     'logging_level': logging.INFO,
+    # console: True writes the run's lines to stdout, down to console_level; False writes none there,
+    # and a run that did not succeed then writes only its summary, to stderr (what cron mails)
     'console': True,
+    # the lowest level of the lines on stdout: a level, or 'auto': logging_level when stdout is a
+    # terminal, WARNING otherwise (cron, a pipe); the run's summary is always written
+    'console_level': 'auto',
+    # a live line of the run's progress (done, running, waiting, failed, iterations), on a terminal
+    # only (stdout a tty and console True); never in a file
+    'progress': True,
     'file_prefix': '',
     'file_suffix': '',
     'file_mode': 'a',
@@ -152,6 +160,18 @@ def logging_level(value: Any, key: str) -> int:
         if _is_int(level):
             return level
     _fail(key, 'a logging level (an int or a name like DEBUG, INFO, WARNING)', value)
+
+
+def _console_level(value: Any, key: str) -> Any:
+    """'auto' (whatever its case), or a logging level normalised to the int."""
+    if isinstance(value, str) and value.lower() == 'auto':
+        return 'auto'
+    if _is_int(value) or isinstance(value, str):
+        try:
+            return logging_level(value, key)
+        except ConfigError:
+            pass
+    _fail(key, "'auto' or a logging level (an int or a name like INFO, WARNING)", value)
 
 
 def _at_time(value: Any, key: str) -> Any:
@@ -299,6 +319,8 @@ SCHEMA: dict = {
         'logdir': _str,
         'logging_level': logging_level,
         'console': _bool,
+        'console_level': _console_level,
+        'progress': _bool,
         'file_prefix': _str,
         'file_suffix': _str,
         'file_mode': _str,

@@ -107,10 +107,10 @@ class ContainerRuns:
         self.admission.give_back(task)  # held from its start to its end
         status = StepStatus.failure if failed else StepStatus.success
         if failed and not quiet:
-            self.log.info("[ Task %s/%s ] Completed, status: %s", task.step.name, task.seq_str, status)
+            self.log.info("[ Task %s/%s ] Completed, status: %s", task.step.name, task.seq_str, status.name)
         elif not failed:
-            self.log.debug("[ Task %s/%s ] Completed, status: %s", task.step.name, task.seq_str, status)
+            self.log.debug("[ Task %s/%s ] Completed, status: %s", task.step.name, task.seq_str, status.name)
         self._move(task, status, ended=self.now(), error=error or None)
         if failed and not quiet:
-            self._failed(task, f"ContainerFailed({error!r})", "")
+            self._failed(task, error, "")
         self._release(task.iteration)

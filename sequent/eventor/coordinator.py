@@ -34,10 +34,13 @@ from .tasks import Iteration, Task, Timer
 from .clock import Clock
 from .runners import Inbox
 from .signals import SignalCatcher
+from .history import error_line
+from .summary import DROPPED, FAILURE, RUNNING, SKIPPED, SUCCESS, WAITING, Failure, Tally, failure_handlers
 from .text import ERROR_LIMIT, RESULT_LIMIT, TRACEBACK_LIMIT, storable
 
 if TYPE_CHECKING:
     from .executors import Executor
+    from .progress import Progress
     from .store import RunWriter
 
 
@@ -66,6 +69,9 @@ MOVES: dict[StepStatus, frozenset[StepStatus]] = {
     StepStatus.active: frozenset({StepStatus.success, StepStatus.failure}),
 }
 
+#: Where a move puts a task in the run's tally (see summary.Tally); allocate keeps it waiting.
+_TALLIED = {StepStatus.active: RUNNING, StepStatus.success: SUCCESS, StepStatus.failure: FAILURE}
+
 
 class Coordinator(ContainerRuns):
     """Runs one attempt of a program to its end; :meth:`run` returns the outcome."""
@@ -78,7 +84,8 @@ class Coordinator(ContainerRuns):
                  on_task_end: Callable[[str], None] = lambda name: None, max_loops: int = -1,
                  previous: Optional[Mapping[tuple[str, str], tuple[str, int]]] = None,
                  previous_delays: Optional[Mapping[tuple[str, str], float]] = None,
-                 lease: Any = None, grace: float = 10.0, clock: Optional[Clock] = None):
+                 lease: Any = None, grace: float = 10.0, clock: Optional[Clock] = None,
+                 progress: Optional[Progress] = None):
         self.program = program
         self.clock = clock or Clock()
         self.now = self.clock.time  # wall time: records and delays
@@ -124,6 +131,9 @@ class Coordinator(ContainerRuns):
         self.signals = SignalCatcher(self.inbox)  # SIGINT and SIGTERM stop the run gracefully
         self.incomplete = False
         self.rounds = 0
+        self.tally = Tally()  # counts by state and the failures, for the progress line and the summary
+        self.progress = progress  # the live line on a terminal; None elsewhere (then it costs one check a round)
+        self._handlers: dict[str, tuple[str, ...]] = {}  # step -> the steps its failure starts
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -141,6 +151,7 @@ class Coordinator(ContainerRuns):
             for name, seq in self.program.initial:
                 self._fire(name, seq)
             self._settle()
+            self._show_progress()
             while self.root.pending > 0:
                 if self._stalled():
                     break
@@ -227,10 +238,16 @@ class Coordinator(ContainerRuns):
     def _round(self, selector: Optional[selectors.BaseSelector]) -> None:
         """Wait for what happens next, apply it all, then settle (one commit, then launches)."""
         timeout = 0.0 if self.inbox else self._timeout()
+        redraw = self.progress.wait() if self.progress is not None else None
+        only_redraw = redraw is not None and (timeout is None or redraw < timeout)
+        if only_redraw:  # the progress line has a change to show once its rate allows
+            timeout = redraw
         if selector is None:
             arrived = self.clock.wait(self.inbox, timeout)
+            woke = bool(arrived)
         else:
-            for key, _ in self.clock.select(selector, timeout):
+            events = self.clock.select(selector, timeout)
+            for key, _ in events:
                 ex = key.data
                 if ex is not None:
                     for outcome in ex.collect():
@@ -238,6 +255,10 @@ class Coordinator(ContainerRuns):
                     if not ex.alive:  # its end is read; its descriptor would stay readable
                         selector.unregister(key.fileobj)
             arrived = self.inbox.take()
+            woke = bool(events) or bool(arrived)
+        if only_redraw and not woke:  # woken for the progress line only: not a round
+            self._show_progress()
+            return
         for item in arrived:
             if isinstance(item, TaskOutcome):
                 self._finished(item)
@@ -253,6 +274,12 @@ class Coordinator(ContainerRuns):
             self.incomplete = True
             self._stop(self.root)
         self._settle()
+        self._show_progress()
+
+    def _show_progress(self) -> None:
+        """Show the run's progress on the live line, if there is one (it keeps to its rate)."""
+        if self.progress is not None:
+            self.progress.update(self.tally.steps, ((name, format_sequence(seq)) for name, seq in self.open_iterations))
 
     def _timeout(self) -> Optional[float]:
         """Seconds until the next thing the coordinator must do by itself (None: nothing)."""
@@ -403,6 +430,7 @@ class Coordinator(ContainerRuns):
             return
         self.seen.add(key)
         task = Task(next(self.ids), step, seq, iteration, self.now())
+        self.tally.counts(step)[WAITING] += 1
         iteration.pending += 1
         self.ready.append(task)
         self._fire_status(task, StepStatus.ready)
@@ -412,6 +440,10 @@ class Coordinator(ContainerRuns):
         if status not in MOVES.get(task.status, ()):
             raise AssertionError(f"{task!r}: no move from {task.status.name} to {status.name}")
         skipped = task.status is StepStatus.ready and status is StepStatus.success
+        if status is not StepStatus.allocate:
+            counts = self.tally.counts(task.step)
+            counts[RUNNING if task.status is StepStatus.active else WAITING] -= 1
+            counts[SKIPPED if skipped else _TALLIED[status]] += 1
         task.status = status
         self._record(task, **values)
         if skipped or status is StepStatus.active:
@@ -462,38 +494,86 @@ class Coordinator(ContainerRuns):
             error = storable(error, ERROR_LIMIT)
             tb = storable(tb, TRACEBACK_LIMIT, keep_ends=True)
         remote = task.executor.remote
-        if not remote:
-            self.on_task_end(self.task_logger(task.step.name, task.seq_str))
         status = StepStatus.success if outcome.status is OutcomeStatus.success else StepStatus.failure
-        self.log.info("[ Task %s/%s ] Completed, status: %s", task.step.name, task.seq_str, status)
-        # a remote task's agent records its end itself; this write applies only if it could not
-        self._move(task, status, ended=outcome.ended, pid=outcome.pid, host=outcome.host or task.host,
-                   result=result or None, error=(error + ("\n" + tb if tb else "")) or None,
-                   fenced=remote)
-        if status is StepStatus.failure:
-            self._failed(task, error, tb)
+        self.log.info("[ Task %s/%s ] Completed, status: %s", task.step.name, task.seq_str, status.name)
+        try:
+            # a remote task's agent records its end itself; this write applies only if it could not
+            self._move(task, status, ended=outcome.ended, pid=outcome.pid, host=outcome.host or task.host,
+                       result=result or None, error=(error + ("\n" + tb if tb else "")) or None,
+                       fenced=remote, **({"owner": outcome.owner} if outcome.owner else {}))
+            if status is StepStatus.failure:
+                self._failed(task, error, tb)  # its lines go to the task's own log file too
+        finally:
+            if not remote:
+                self.on_task_end(self.task_logger(task.step.name, task.seq_str))
         self._release(task.iteration)
 
     def _failed(self, task: Task, error: str, tb: str) -> None:
-        """Report a failure, then either hand it to whoever handles it or treat it as unhandled."""
-        handled = task.step.handles_failure
-        level = logging.ERROR if (not handled or task.step.config.stop_on_exception) else logging.WARNING
-        lines = [f"Exception in run_action: \n    {task!r}", error] + ([tb] if tb else [])
-        for line in lines:
-            self.log.log(level, "%s", line)
+        """Report a failure, then either hand it to whoever handles it or treat it as unhandled.
+
+        The report names the step, its sequence and the error's line (then the traceback); a
+        processing step's goes to its own log file too.  The tally notes the failure for the
+        run's summary, unless it is a container's that an unhandled failure inside it caused.
+        """
+        step = task.step
+        handled = step.handles_failure
+        level = logging.ERROR if (not handled or step.config.stop_on_exception) else logging.WARNING
+        if step.is_container:
+            log, line, detail = self.log, error, ""
+        else:
+            own = task.executor is not None and not task.executor.remote  # a remote task's file is on its host
+            log = logging.getLogger(self.task_logger(step.name, task.seq_str)) if own else self.log
+            line = error_line(error + ("\n" + tb if tb else "")) or "no error text"
+            detail = _traceback_text(tb) if tb else (error.strip() if error.strip() != line else "")
+        how = f", handled by {', '.join(self._failure_handlers(step))}" if handled else ""
+        log.log(level, "%s %s [%s] failed%s: %s", "Container" if step.is_container else "Step", step.name,
+                task.seq_str, how, line)
+        if detail:
+            log.log(level, "%s", detail)
+        if not (step.is_container and task.id in self.tally.caused):
+            handlers, via = self._handled_by(task)
+            self.tally.failed(Failure(step.name, task.seq_str, step.is_container, line, handlers, via))
         if handled:
             self._fire_status(task, StepStatus.failure)
             return
         iteration = task.iteration
         iteration.failed = True
+        if iteration.owner is not None:  # the container's own failure follows from this one
+            self.tally.caused.add(iteration.owner.id)
         if task.step.config.stop_on_exception:
             if iteration is self.root:
                 self.log.info("Stopping running processes")
             self._stop(iteration)
 
+    def _failure_handlers(self, step: StepDef) -> tuple[str, ...]:
+        """The steps a failure of ``step`` starts (worked out at its first failure, then kept)."""
+        found = self._handlers.get(step.name)
+        if found is None:
+            found = self._handlers[step.name] = failure_handlers(self.program, step, self.dependents)
+        return found
+
+    def _handled_by(self, task: Task) -> tuple[tuple[str, ...], Optional[str]]:
+        """Who handles a failure of ``task``: its step's handlers, else those of the nearest container
+        around it whose failure is handled (named too), else nobody: ((), None)."""
+        if task.step.handles_failure:
+            return self._failure_handlers(task.step), None
+        iteration = task.iteration
+        while iteration.owner is not None:
+            outer = iteration.owner.step
+            if outer.handles_failure:
+                return self._failure_handlers(outer), outer.name
+            iteration = iteration.owner.iteration
+        return (), None
+
     def _drop(self, task: Task) -> None:
         """Forget a task that will not start (its iteration stopped); its row, if any, stays as it is."""
+        self._tally_dropped(task)
         self._release(task.iteration)
+
+    def _tally_dropped(self, task: Task) -> None:
+        counts = self.tally.counts(task.step)
+        counts[WAITING] -= 1
+        counts[DROPPED] += 1
 
     def _release(self, iteration: Iteration) -> None:
         iteration.pending -= 1
@@ -509,4 +589,12 @@ class Coordinator(ContainerRuns):
                 timer.cancelled = True
                 dropped.append(timer)
         for item in dropped:
+            if isinstance(item, Task):
+                self._tally_dropped(item)
             self._release(item.iteration)
+
+
+def _traceback_text(tb: str) -> str:
+    """A task's traceback as Python prints it, its header included."""
+    tb = tb.strip("\n")
+    return tb if tb.startswith("Traceback") else "Traceback (most recent call last):\n" + tb

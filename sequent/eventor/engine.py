@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import os
+import shlex
 import signal
+import time
+import warnings
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Union
 
 from . import config as _config
 from .conditions import Condition, simplify, to_condition
 from .runlock import my_token
 from .dburl import default_store_path, resolve_store
-from . import attempts, runlock
-from .errors import EventorError
+from . import attempts, runlock, summary
+from .errors import EventorError, FlowChangedWarning, NoRunError
 from .logs import HOST, RunLogging, flow_logger_name, task_logger_name
 from .model import (DEFAULT_RECOVERY, Assoc, EventDef, PoolDef, Program, RunMode, StepConfig, StepDef,
                     StepReplay, StepStatus, TaskConstruct, capacity_problem, delay_problem, parse_sequence,
@@ -58,6 +62,50 @@ def new_run_id() -> str:
     """A run_id that is unique, sorts by start time and reads as one: ``20261126-183412-123456-3f9a``."""
     now = datetime.datetime.now(datetime.timezone.utc)
     return now.strftime("%Y%m%d-%H%M%S-%f-") + os.urandom(2).hex()
+
+
+class _Made:
+    """The files and folders a run is about to create, noted before it creates them, so that a run
+    refused after that removes them again: only what did not exist before, and a folder only empty."""
+
+    def __init__(self) -> None:
+        self.files: list[str] = []
+        self.folders: list[str] = []
+        self.store: list[str] = []  # a new SQLite store file and its companions
+
+    def file(self, path: str) -> None:
+        if not os.path.lexists(path):
+            self.files.append(path)
+
+    def folder(self, path: str) -> None:
+        """Note ``path`` and those of its parents that do not exist yet."""
+        path = os.path.abspath(path)
+        while not os.path.lexists(path):
+            self.folders.append(path)
+            parent = os.path.dirname(path)
+            if parent == path:
+                break
+            path = parent
+
+    def store_file(self, path: str) -> None:
+        """Note a SQLite store file (and the journal files SQLite keeps beside it) if it is new."""
+        if not os.path.lexists(path):
+            self.folder(os.path.dirname(os.path.abspath(path)))
+            companions = [path + end for end in ("-wal", "-shm", "-journal")]
+            self.store = [path] + [p for p in companions if not os.path.lexists(p)]
+
+    def remove(self, *, store: bool) -> None:
+        """Remove the noted files (the store's only with ``store``), then the noted folders left empty."""
+        for path in self.files + (self.store if store else []):
+            try:
+                os.remove(path)
+            except OSError:  # gone already, or not ours to remove after all
+                pass
+        for path in sorted(set(self.folders), key=lambda p: p.count(os.sep), reverse=True):
+            try:
+                os.rmdir(path)  # only an empty folder goes
+            except OSError:
+                pass
 
 
 def _name(ref: Any, what: str) -> str:
@@ -402,6 +450,7 @@ class Eventor:
         uses_dask = TaskConstruct.dask in self.program.has_steps_of
         if uses_dask:
             placing.check_dask(self.program, self.config, self._store_target(), remote_names)
+        self._check_store()  # what the store refuses is refused before anything is created
         store: Optional[Store] = None
         locked: Optional[str] = None  # the lock's token, once taken
         lease: Optional[runlock.Lease] = None
@@ -424,31 +473,31 @@ class Eventor:
         started: list = []  # the executors started, stopped in reverse order
         # executors start before the store is opened (and so before SQLAlchemy is even imported,
         # for a restart): one that forks then holds no database connection, and is small to fork from
-        forks = any(ex.forks for ex in executors.values())
         outcome: RunEnd = RunEnd.failure
         attempt: Optional[tuple[str, int]] = None  # (run_id, recovery) once its row is written and not yet ended
+        recorded = False  # the attempt's start is in the store: from then on, what the run made stays
+        made = _Made()  # what it creates until then, removed if it is refused before
+        began = time.monotonic()
         coordinator: Optional[Coordinator] = None
         doing = "opening it"
         try:
             if self.run_mode is RunMode.restart:
                 self.run_id = self.run_id if self._run_id_given else new_run_id()
-            else:
-                store = self._open_store()
-                doing = "finding the run to recover"
-                self.run_id = attempts.find_run(store, self.run_id, self.name)
-                if forks:
-                    store.close()
             run_id = self.run_id
             logger_name = flow_logger_name(self.name, run_id)
             logs = RunLogging(logger_name, self.config["LOGGING"])
+            made.folder(logs.logdir)
+            made.file(logs.run_log_path)
             log = logs.start()
             log.info("Process PID: %s; run_id: '%s'.", os.getpid(), run_id)
             for ex in [*executors.values(), *remotes.values()]:  # remote agents start side by side
                 started.append(ex)
                 ex.start()
             doing = "opening it"
-            store = store.open() if store is not None else self._open_store()
-            target = store.target
+            target = self._store_target()
+            if target.is_sqlite and not target.is_memory and not target.display.startswith("file:"):
+                made.store_file(target.display)
+            store = self._open_store(target)
             # lock first, then read: what a recovery reads is then what it runs against
             doing = "taking the run's lock"
             token = my_token(next((ex.holder_pid for ex in started if ex.holder_pid is not None), None))
@@ -477,6 +526,7 @@ class Eventor:
                                 mode=self.run_mode.name, recovery=self.recovery, based_on=based_on,
                                 fingerprint=self.fingerprint(), steps=self._shape(), graph=self.graph,
                                 logging=logs.where())
+            recorded = True
             attempt = (run_id, self.recovery)
             from . import coordinator as coordinating  # imported when a run starts
 
@@ -487,7 +537,7 @@ class Eventor:
                 task_logger=lambda step, seq: task_logger_name(logger_name, step, seq),
                 executors=executors, remotes=remotes, inbox=inbox, on_task_start=logs.task_started, on_task_end=logs.task_ended,
                 max_loops=max_loops, previous=previous, previous_delays=previous_delays,
-                grace=float(self.config["shutdown_grace"]))
+                grace=float(self.config["shutdown_grace"]), progress=self._progress(logs))
             if not store.is_memory:  # nobody else can reach an in-memory store, so it needs no lease
                 beat_conn = store.connect()
                 lease = runlock.Lease(lambda: store.beat(beat_conn, run_id, token), logger=log,
@@ -521,6 +571,8 @@ class Eventor:
                 raise store.fault(exc, doing, advice) from exc
             raise
         finally:
+            if logs is not None:
+                logs.end_progress()  # the tasks are over: what follows prints where the live line was
             if lease is not None:
                 lease.stop()
             abandon = coordinator.abandons if coordinator is not None else False
@@ -541,8 +593,13 @@ class Eventor:
             if store is not None:
                 store.close()
             if logs is not None:
-                logging.getLogger(logs.logger_name).info("Processing finished with: %s", outcome)
+                if recorded:
+                    if coordinator is not None:
+                        self._summarize(logs, coordinator, outcome, time.monotonic() - began)
+                    logging.getLogger(logs.logger_name).info("Processing finished with: %s", outcome)
                 logs.stop()
+            if not recorded:  # refused (or failed) before the store holds anything of it: leave nothing
+                made.remove(store=bool(made.store) and not self._holds_runs())
             if coordinator is not None:
                 coordinator.restore_signals()
         if coordinator is not None and coordinator.late_signal is not None:
@@ -572,12 +629,123 @@ class Eventor:
         """Where the run's store is (resolved, not opened)."""
         return resolve_store(self.store, self.config.get("DATABASES") or {}, default_store_path(self.program_file))
 
-    def _open_store(self) -> Store:
+    def _open_store(self, target: Any = None) -> Store:
         from .store import Store  # SQLAlchemy is imported here, when a run starts
 
-        return Store(self._store_target(),
+        return Store(target or self._store_target(),
                      busy_timeout=float(self.config.get("busy_timeout", 10.0)),
                      mode=int(self.config.get("store_mode", 0o600))).open()
+
+    def _reader(self, target: Any) -> Optional[Store]:
+        """The store opened to read only, creating nothing; None when there is no store there yet."""
+        from .store import Store
+
+        if target.is_memory:
+            return None
+        if target.is_sqlite and not target.display.startswith("file:") and not os.path.exists(target.display):
+            return None
+        reader = Store(target, busy_timeout=float(self.config.get("busy_timeout", 10.0)), readonly=True).open()
+        if reader.empty:
+            reader.dispose()
+            return None
+        return reader
+
+    def _check_store(self) -> None:
+        """Refuse, before anything is created (no store file, no log), a recovery that the store
+        already says no to: of a run it does not hold, of another flow's run, of an attempt it does
+        not have, with a flow that cannot match it, or of a run another coordinator runs now.  Sets
+        the run_id of a recovery of the flow's latest run.
+
+        The run checks all this again once it holds the run's lock (``attempts``); this only spares
+        a refused recovery its files.  A new run does not look at the store before its executors
+        started: opening the store first (SQLAlchemy then loaded in the process the launcher forks
+        from) would cost each of its process tasks; a new run refused later (its run_id is taken)
+        removes what it created.
+        """
+        if self.run_mode is RunMode.restart:
+            return
+        target = self._store_target()
+        if target.is_memory:
+            from .store import Store
+
+            attempts.find_run(Store(target), self.run_id, self.name)  # refuses: nothing outlives the process
+        reader = self._reader(target)
+        if reader is None:
+            looked_for = f"run {self.run_id!r}" if self.run_id else f"run of flow {self.name!r}"
+            raise NoRunError(f"no {looked_for} to recover in store {target.display} (it holds no runs)")
+        try:
+            self._check_run(reader)
+        except Exception as exc:
+            if not isinstance(exc, EventorError) and reader.is_fault(exc):
+                raise reader.fault(exc, "reading it") from exc
+            raise
+        finally:
+            reader.dispose()
+
+    def _check_run(self, reader: Store) -> None:
+        """What :meth:`_check_store` asks of a store that holds runs."""
+        where = reader.target.display
+        self.run_id = attempts.find_run(reader, self.run_id, self.name)
+        run = reader.get_run(self.run_id)
+        if run is None:
+            raise NoRunError(f"no run {self.run_id!r} to recover in store {where}")
+        if run.flow != self.name:
+            raise EventorError(f"run {self.run_id!r} in store {where} is a run of flow {run.flow!r}, not of "
+                               f"flow {self.name!r}: recover it with the flow that made it")
+        from .schema import SCHEMA_VERSION
+
+        if reader.version < SCHEMA_VERSION:  # an older store: the run checks it once it brought it up to date
+            return
+        based_on = run.recovery if self.recovery_run is None else self.recovery_run
+        earlier = reader.attempt(self.run_id, based_on) if isinstance(based_on, int) else None
+        if earlier is None:
+            raise EventorError(f"run {self.run_id!r} in store {where} has no attempt {self.recovery_run!r} "
+                               f"(its attempts are 0..{run.recovery})")
+        with warnings.catch_warnings():  # the run itself warns of a changed flow, once
+            warnings.simplefilter("ignore", FlowChangedWarning)
+            attempts.check_shape(json.loads(earlier.steps or "[]"), self._shape(), self.run_id, where)
+        holder = reader.lock_holder(self.run_id)
+        if holder is not None and not runlock.is_stale(holder) and runlock.draining(holder) is None:
+            raise EventorError(f"run {self.run_id!r} in store {where} is being run by "
+                               f"{runlock.describe(holder)}; wait for it to end")
+
+    def _holds_runs(self) -> bool:
+        """Whether the run's store holds a run (of anyone): a store this run made is removed only when not."""
+        try:
+            reader = self._reader(self._store_target())
+        except Exception:  # unreadable: keep it
+            return True
+        if reader is None:
+            return False
+        try:
+            return bool(reader.list_runs())
+        except Exception:
+            return True
+        finally:
+            reader.dispose()
+
+    def _progress(self, logs: RunLogging) -> Any:
+        """The coordinator's side of the live progress line, when the run has one (on a terminal)."""
+        if logs.live is None:
+            return None
+        from .progress import Progress
+
+        return Progress(logs.live, self.name)
+
+    def _summarize(self, logs: RunLogging, coordinator: Coordinator, outcome: RunEnd, seconds: float) -> None:
+        """End the run log with the run's summary: counts, failures and, unless it succeeded, how to recover."""
+        try:
+            target = self._store_target()
+            store = summary.store_argument(self.store, self.config.get("DATABASES") or {}, target.display,
+                                           target.is_memory)
+            run_id = str(self.run_id)
+            show = f"sequent show {shlex.quote(store)} {shlex.quote(run_id)} --failed" if store else None
+            lines = summary.summary_lines(coordinator.tally, outcome=outcome.value, run_id=run_id, flow=self.name,
+                                          recovery=self.recovery, seconds=seconds,
+                                          hint=summary.recover_hint(self.program_file, run_id, store), show=show)
+            logs.summary(lines, alert=outcome is not RunEnd.success)
+        except Exception as exc:  # the summary must never hide how the run ended
+            logging.getLogger(logs.logger_name).warning("Could not write the run's summary: %s", exc)
 
     def close(self) -> None:
         """Nothing stays open between runs; kept for the original's API."""

@@ -1,7 +1,10 @@
 """The engine's logging: standard ``logging`` only, no log server and no extra process.
 
 One run writes its lines to the console, to one file for the run and to one file per task
-(never one file per dot-prefix of the logger name, as the original did). Task loggers are
+(never one file per dot-prefix of the logger name, as the original did). The console takes the
+lines down to ``console_level`` (by default: all of them on a terminal, warnings and errors
+otherwise, as under cron) and always the run's summary; on a terminal a live progress line
+(:mod:`.progress`) stays below the lines printed there, and is never written to a file. Task loggers are
 children of the flow logger, so their records reach the flow logger's handlers by propagation;
 the task-file handler then routes each record to the file of the task that emitted it.
 
@@ -22,7 +25,7 @@ import re
 import socket
 import sys
 import traceback
-from typing import IO, Any, Mapping
+from typing import IO, Any, Mapping, Sequence
 
 from .config import LOGGING_DEFAULTS, permission_mode
 from .config import logging_level as config_level
@@ -33,6 +36,9 @@ HOST: str = socket.gethostname()
 LINE_FORMAT = '[ %(asctime)-15s ][ %(levelname)-7s ][ %(host)s ][ %(processName)-11s ][ %(message)s ]'
 DEBUG_SUFFIX = '[ %(module)s.%(funcName)s(%(lineno)d) ]'
 DATE_FORMAT = '%Y-%m-%d,%H:%M:%S.%f'
+
+#: The attribute that marks a record of the run's summary: the console shows it whatever its level.
+SUMMARY = 'sequent_summary'
 
 #: The LOGGING settings a run falls back on: the configuration's own defaults (one source, never changed).
 DEFAULTS: Mapping[str, Any] = LOGGING_DEFAULTS
@@ -93,7 +99,12 @@ class LineFormatter(logging.Formatter):
 
 
 class _StdoutHandler(logging.StreamHandler):
-    """Writes to whatever sys.stdout is when emitting, so later redirection (pytest) works."""
+    """Writes to whatever sys.stdout is when emitting, so later redirection (pytest) works; with a
+    live progress line (on a terminal), each line goes above it."""
+
+    def __init__(self, live: Any = None) -> None:
+        super().__init__()
+        self.live = live  # a progress.LiveLine, or None
 
     @property  # type: ignore[override]
     def stream(self) -> IO[str]:
@@ -102,6 +113,33 @@ class _StdoutHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, value: Any) -> None:  # StreamHandler.__init__ assigns it; ignore
         pass
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.live is None:
+            super().emit(record)
+            return
+        try:
+            self.live.write_above(self.format(record) + self.terminator)
+        except Exception:
+            self.handleError(record)
+
+
+class _ConsoleFilter(logging.Filter):
+    """Lets through the records at ``level`` or above, and every line of the run's summary."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= self.level or getattr(record, SUMMARY, False)
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 def _open_file(path: str, mode: str, encoding: str | None, errors: str | None, perm: int) -> IO[str]:
@@ -425,6 +463,7 @@ class RunLogging:
         self._handlers: list[logging.Handler] = []
         self._tasks: _TaskFileHandler | None = None
         self._logger: logging.Logger | None = None  # the flow logger while the run's handlers are on it
+        self.live: Any = None  # the live progress line (a progress.LiveLine) while the run is on a terminal
 
     def _rotation_reserve(self) -> int:
         """Bytes the run log's name leaves free for the suffix rotation adds to its backups."""
@@ -479,6 +518,25 @@ class RunLogging:
             mode = mode.replace('w', 'a')
         return _RunFileHandler(path, mode=mode, encoding=s['encoding'], delay=bool(s['delay']), perm=perm)
 
+    def console_level(self) -> int:
+        """The lowest level of the lines the console shows: ``console_level``, where 'auto' means
+        ``logging_level`` when stdout is a terminal and WARNING otherwise (cron, a pipe, a file)."""
+        value = self.settings.get('console_level', 'auto')
+        if isinstance(value, str) and value.lower() == 'auto':
+            return self.level if _is_terminal(sys.stdout) else max(self.level, logging.WARNING)
+        return config_level(value, 'LOGGING.console_level')
+
+    def _console_handler(self) -> logging.Handler:
+        level = self.console_level()
+        if self.settings.get('progress', True):
+            from .progress import live_line  # rich, if installed, is imported only for a terminal
+
+            self.live = live_line(sys.stdout)
+        handler = _StdoutHandler(self.live)
+        if level > self.level:
+            handler.addFilter(_ConsoleFilter(level))
+        return handler
+
     def start(self) -> logging.Logger:
         """Attach the run's handlers to the flow logger and return it (idempotent)."""
         if self._logger is not None:
@@ -486,7 +544,7 @@ class RunLogging:
         _make_dirs(self.logdir, self.dir_perm)
         handlers: list[logging.Handler] = []
         if self.settings['console']:
-            handlers.append(_StdoutHandler())
+            handlers.append(self._console_handler())
         handlers.append(self._run_file_handler())
         tasks = _TaskFileHandler(self.settings['encoding'], self.file_perm)
         handlers.append(tasks)
@@ -523,6 +581,31 @@ class RunLogging:
         self._handlers, self._logger = [tasks, forward], logger
         return logger
 
+    def summary(self, lines: Sequence[tuple[int, str]], *, alert: bool = False) -> None:
+        """Log the run's summary, (level, text) per line: the console shows it whatever
+        ``console_level`` says.  With ``alert`` (the run did not succeed) and no console, the
+        lines also go to stderr, so that a run under cron says why it failed, and nothing else."""
+        logger = self._logger
+        if logger is None:
+            return
+        self.end_progress()
+        for level, text in lines:
+            logger.log(level, '%s', text, extra={SUMMARY: True})
+        if alert and not self.settings['console']:
+            formatter = LineFormatter()
+            try:
+                for level, text in lines:
+                    record = logger.makeRecord(logger.name, level, '', 0, '%s', (text,), None, 'summary')
+                    sys.stderr.write(formatter.format(record) + '\n')
+                sys.stderr.flush()
+            except (OSError, ValueError, AttributeError):  # no stderr to write to (closed, or None)
+                pass
+
+    def end_progress(self) -> None:
+        """Erase the live progress line for good (the run's tasks are over)."""
+        if self.live is not None:
+            self.live.close()
+
     def make_logdir(self) -> None:
         """Create the log folder (with its configured mode) if it is missing."""
         _make_dirs(self.logdir, self.dir_perm)
@@ -542,13 +625,14 @@ class RunLogging:
         logger = self._logger
         if logger is None:
             return
+        self.end_progress()
         for handler in self._handlers:
             try:
                 handler.flush()
             finally:
                 logger.removeHandler(handler)
                 handler.close()
-        self._handlers, self._tasks, self._logger = [], None, None
+        self._handlers, self._tasks, self._logger, self.live = [], None, None, None
         _release_loggers(self.logger_name)
 
 
