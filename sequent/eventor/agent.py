@@ -10,6 +10,7 @@ coordinator to agent                  agent to coordinator
 ``("run", settings)``                 ``("ready", hostname)`` or ``("error", text)``
 ``("task", id, step, seq, ctx, blob)``  ``("done", outcome fields)`` once it ended
 ``("signal", signum)``                ``("log", record)``: every record of a task, for the run log
+``("signal_task", id, signum, try)``  (one task's process group, if it still runs that try)
 ``("ping",)`` (the link is alive)
 end of file: finish
 ====================================  ==========================================================
@@ -22,6 +23,10 @@ the coordinator writes the same end the same way, so whichever of them survives 
 task that ends after the coordinator died is still recorded.  At end of file, or when the link
 stays silent, it starts nothing more, lets running tasks end (or, serving a Dask worker that
 died, stops them), records them, and exits.
+
+With retries, a task's row stays active across its tries: the agent claims each try with its
+number (a later try may take over the claim of an earlier one), and when a try that is not the
+last fails it records the try (``record_try``) and leaves the row active: the coordinator retries.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import socket
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from . import runlock, wire
@@ -139,6 +145,20 @@ def _run_child(step_index: int, sequence: tuple, payload: dict) -> Outcome:
     return run_step(step, ctx)
 
 
+@dataclass
+class _Running:
+    """A task the agent runs: what it records about the task's try when it ends."""
+
+    step: str
+    seq: str
+    logger: str  # its logger's name ('' when unknown)
+    try_number: int = 1
+    final_try: bool = True
+    started: float = 0.0
+    ran: bool = True  # False: its claim was refused, so it never ran here (nothing of ours to record)
+    signalled: bool = False  # the coordinator stopped it on its own (a timeout): it records the end itself
+
+
 _AGENT_LOGS: Any = None  # the agent's RunLogging, inherited by its task processes
 _AGENT_HOST = ""  # the host's name as the flow gives it, inherited by its task processes
 
@@ -152,7 +172,7 @@ class Agent:
         self.pending: list = []  # frames read but not handled yet
         self.eof = False
         self.link_ok = True  # False once the coordinator stopped answering (or hung up)
-        self.running: dict[int, tuple[str, str, str]] = {}  # task id -> (step, sequence, its logger's name)
+        self.running: dict[int, _Running] = {}  # by task id
         self.launcher: Any = None
         self.store: Any = None
         self.token = f"{HOST}:{os.getpid()}:{time.time():.6f}"
@@ -345,9 +365,13 @@ class Agent:
         kind = frame[0]
         if kind == "task":
             _, task_id, step, seq, ctx, blob = frame
-            self.running[task_id] = (step, seq, ctx.logger_name)
-            if self.settings.get("claim_first"):  # a cluster may send a task again: only the claim's winner runs it
+            entry = self.running[task_id] = _Running(step, seq, ctx.logger_name, ctx.try_number, ctx.final_try,
+                                                     time.time())
+            # A cluster may send a task again: only the claim's winner runs it.  A later try is claimed
+            # first too: it takes over the claim of the try before it, maybe another host's.
+            if self.settings.get("claim_first") or ctx.try_number > 1:
                 if self.claim(step, seq, ctx) is False:
+                    entry.ran = False
                     self.ended(TaskOutcome.failed(task_id, f"not run by the agent on {self.settings['host']!r}: the "
                                                   f"task is no longer active, or another worker ran it already (the "
                                                   f"cluster sent it again after a worker died)"))
@@ -359,6 +383,11 @@ class Agent:
         elif kind == "signal":
             if self.launcher.running:
                 self.launcher.signal_tasks(frame[1])
+        elif kind == "signal_task":
+            _, task_id, signum, try_number = frame
+            entry = self.running.get(task_id)
+            if entry is not None and entry.ran and entry.try_number == try_number:
+                entry.signalled = self.launcher.signal_task(task_id, signum) or entry.signalled
         # "ping" only says the link is alive
 
     def claim(self, step: str, seq: str, ctx: TaskContext, store: Any = None) -> Optional[bool]:
@@ -366,43 +395,62 @@ class Agent:
         try:
             return (store or self.store).claim_task(
                 self.settings["run_id"], self.settings["recovery"], step, seq, owner=self.token, pid=None,
-                logfile=_AGENT_LOGS.task_log_path(ctx.logger_name))
+                logfile=_AGENT_LOGS.task_log_path(ctx.logger_name), try_number=ctx.try_number)
         except Exception as exc:  # its end is recorded all the same
             self.log.warning("agent on %s: could not record that it runs %s/%s: %s", HOST, step, seq, exc)
             return None
 
     def ended(self, outcome: TaskOutcome) -> None:
-        """Tell the coordinator how a task ended, and record it in the store (fenced).
+        """Tell the coordinator how a task's try ended, and record it in the store.
 
-        Both write the same end with a write that applies only while the task is active, so the
-        order does not matter for what is kept, and whichever of them survives records it; the
-        coordinator hears first, which saves it a round trip to the store per task."""
-        key = self.running.pop(outcome.task_id, None)
-        if key is None:
+        The end of the task (a success, or the failure of its last try) is written with a write that
+        applies only while the task is active, as the coordinator writes it, so the order does not
+        matter for what is kept, and whichever of them survives records it; the coordinator hears
+        first, which saves it a round trip to the store per task.  A failed try that is not the last
+        is recorded as a try, and the task stays active for the coordinator to retry.  A task the
+        coordinator stopped on its own (a timeout) is left to it while the link lives: its record
+        says why (the agent only sees a signal)."""
+        entry = self.running.pop(outcome.task_id, None)
+        if entry is None:
             return
-        step, seq, logger = key
         if self.orphaned_at is not None and outcome.status is not OutcomeStatus.success:
             why = self.settings.get("eof_why") or "the agent's channel ended"
             outcome.error = f"{why}; the task was stopped ({outcome.error})"
         status = "success" if outcome.status is OutcomeStatus.success else "failure"
         error = (outcome.error + ("\n" + outcome.traceback if outcome.traceback else "")) or None
         outcome.host = self.settings["host"]
+        if entry.ran:  # whichever final write wins records who ran it
+            outcome.owner = self.token
         self.send(("done", {name: getattr(outcome, name) for name in TaskOutcome.__slots__}))
+        if not entry.ran or (entry.signalled and self.link_ok):
+            return
+        if status == "failure" and not entry.final_try:
+            self._write(entry, "try", lambda: self.store.record_try(
+                self.settings["run_id"], self.settings["recovery"], entry.step, entry.seq, entry.try_number,
+                started=entry.started, ended=outcome.ended, host=self.settings["host"], pid=outcome.pid,
+                owner=self.token, error=error, timed_out=False))
+            return
+        recorded = self._write(entry, "end", lambda: self.store.finish_task(
+            self.settings["run_id"], self.settings["recovery"], entry.step, entry.seq, status=status,
+            ended=outcome.ended, pid=outcome.pid, host=self.settings["host"], result=outcome.result or None,
+            error=error, owner=self.token,
+            logfile=_AGENT_LOGS.task_log_path(entry.logger) if entry.logger else None))
+        if recorded is False and not self.link_ok:  # (with a live link the coordinator may have written it)
+            self.log.warning("[ Task %s/%s ] its end (%s) came after the task was ended elsewhere: "
+                             "discarded (the first recorded end stands)", entry.step, entry.seq, status)
+
+    def _write(self, entry: _Running, what: str, write: Any) -> Any:
+        """Run a store write about a task (``what``: 'end' or 'try'), up to 3 times; its value (None
+        when every time failed, each logged)."""
         for attempt in range(3):
             try:
-                recorded = self.store.finish_task(
-                    self.settings["run_id"], self.settings["recovery"], step, seq, status=status,
-                    ended=outcome.ended, pid=outcome.pid, host=self.settings["host"],
-                    result=outcome.result or None, error=error, owner=self.token,
-                    logfile=_AGENT_LOGS.task_log_path(logger) if logger else None)
-                if not recorded and not self.link_ok:  # (with a live link the coordinator may have written it)
-                    self.log.warning("[ Task %s/%s ] its end (%s) came after the task was ended elsewhere: "
-                                     "discarded (the first recorded end stands)", step, seq, status)
-                break
+                return write()
             except Exception as exc:
-                self.log.error("agent on %s: could not record the end of %s/%s (try %d): %s",
-                               HOST, step, seq, attempt + 1, exc)
+                self.log.error("agent on %s: could not record %s of %s/%s (write %d of 3): %s", HOST,
+                               "the end" if what == "end" else f"try {entry.try_number}", entry.step, entry.seq,
+                               attempt + 1, exc)
                 time.sleep(1.0)
+        return None
 
     def relay_logs(self) -> None:
         assert self.log_r is not None

@@ -10,13 +10,16 @@ the scheduler may run a task again after its worker died: so it never runs twice
 (the first final write wins), and beats in the store, so that a recovery waits for the tasks it
 still runs.  When the worker dies, its agents stop their
 tasks (SIGTERM, then SIGKILL after the grace).  The task's log records come back with its outcome,
-for the run log.  :func:`signal_tasks` (sent with ``Client.run``) stops an attempt's tasks:
-cancelling a Dask future does not stop a task that runs.
+for the run log.  :func:`signal_tasks` (sent with ``Client.run``) stops an attempt's tasks, and
+:func:`signal_task` one task (by its Dask key, which names one try): cancelling a Dask future does
+not stop a task that runs.
 """
 
 from __future__ import annotations
 
+import collections
 import os
+import signal
 import sys
 import threading
 import time
@@ -36,9 +39,17 @@ IDLE_FOR = 60.0
 RECORDS_LIMIT = 1000
 RECORDS_CHARS = 1_000_000
 
+#: The most keys of signalled tasks a worker remembers (a signal to one task goes to every worker,
+#: and one that comes before the task is remembered: the task then does not start).
+SIGNALLED_KEYS = 4096
+
 _LOCK = threading.Lock()
 _RUNS: dict[tuple[str, int], "_Attempt"] = {}
 _REAPER: Optional[threading.Thread] = None
+
+_KEYS_LOCK = threading.Lock()
+_STARTED: dict[str, tuple["_Attempt", int]] = {}  # Dask key -> (its attempt, task id), while it runs here
+_SIGNALLED: "collections.OrderedDict[str, int]" = collections.OrderedDict()  # Dask key -> the signal sent
 
 
 class _LocalAgent(RemoteExecutor):
@@ -115,6 +126,7 @@ class _Attempt:
 
     def run(self, task: dict) -> tuple[TaskOutcome, list]:
         ctx = task["ctx"]
+        key = task.get("key")
         ended = threading.Event()
         slot: list = []
         with self.lock:
@@ -125,9 +137,18 @@ class _Attempt:
             if not self.agent.submit_blob(task["id"], ctx, task["blob"]):
                 return TaskOutcome.failed(task["id"], f"the agent of Dask worker {self.worker!r} is gone: "
                                           f"{self.agent.dead}"), []
+            if key is not None:  # only now: a signal for it must reach the agent after the task itself
+                with _KEYS_LOCK:
+                    _STARTED[key] = (self, task["id"])
+                    signum = _SIGNALLED.pop(key, None)
+                if signum is not None:  # it came in between
+                    self.agent.signal_task(task["id"], signum)
             ended.wait()
             return slot[0], self.records.get(ctx.logger_name, [])
         finally:
+            with _KEYS_LOCK:
+                _STARTED.pop(key, None)
+                _SIGNALLED.pop(key, None)
             with self.lock:
                 self.waiting.pop(task["id"], None)
                 self.records.pop(ctx.logger_name, None)
@@ -187,18 +208,26 @@ def _start_reaper() -> None:
 def run_task(settings: dict, task: dict) -> dict:
     """Run one task (submitted by the coordinator) through the attempt's agent; its outcome as plain data."""
     worker = _worker_name()
-    try:
-        attempt = _attempt(settings, worker)
-    except EventorError as exc:
-        out, records = TaskOutcome.failed(task["id"], f"Dask worker {worker!r} cannot run it: {exc}"), []
-    else:
-        if attempt.stopping is not None:
-            out, records = TaskOutcome.failed(task["id"], "not started: the run was stopped"), []
-        else:
-            out, records = attempt.run(task)
+    out, records = _outcome(settings, task, worker)
     out.host = worker
     return {"outcome": {name: getattr(out, name) for name in TaskOutcome.__slots__}, "records": records,
             "worker": worker}
+
+
+def _outcome(settings: dict, task: dict, worker: str) -> tuple[TaskOutcome, list]:
+    """The task's outcome and log records: run by the attempt's agent, or why it did not start."""
+    with _KEYS_LOCK:
+        signum = _SIGNALLED.pop(task.get("key"), None)
+    if signum is not None:  # the coordinator stopped it while it waited for this worker
+        return TaskOutcome.failed(task["id"], f"not started: the coordinator stopped it (signal {signum}) before "
+                                  f"it started", signal=signum), []
+    try:
+        attempt = _attempt(settings, worker)
+    except EventorError as exc:
+        return TaskOutcome.failed(task["id"], f"Dask worker {worker!r} cannot run it: {exc}"), []
+    if attempt.stopping is not None:
+        return TaskOutcome.failed(task["id"], "not started: the run was stopped"), []
+    return attempt.run(task)
 
 
 def prepare(settings: dict) -> None:
@@ -224,6 +253,23 @@ def signal_tasks(run_id: str, recovery: int, signum: int) -> int:
     attempt.stopping = signum
     attempt.agent.signal(signum)
     return len(attempt.waiting)
+
+
+def signal_task(key: str, signum: int) -> bool:
+    """Signal the task submitted as Dask ``key`` if it runs on this worker (Client.run, on every
+    worker); True when it did.  Elsewhere the key is remembered for a while: should the task come
+    here later (it waited for a thread of the worker), it does not start."""
+    with _KEYS_LOCK:
+        started = _STARTED.get(key)
+        if started is None:
+            if _SIGNALLED.get(key) != signal.SIGKILL:  # (SIGTERM and SIGKILL may come in either order)
+                _SIGNALLED[key] = signum
+            _SIGNALLED.move_to_end(key)
+            while len(_SIGNALLED) > SIGNALLED_KEYS:
+                _SIGNALLED.popitem(last=False)
+            return False
+    attempt, task_id = started
+    return attempt.agent.signal_task(task_id, signum)
 
 
 def forget_run(run_id: str, recovery: int) -> None:

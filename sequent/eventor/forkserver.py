@@ -19,10 +19,11 @@ each child also asks the kernel for ``SIGKILL`` should the launcher itself die.
 
 Nothing a task starts outlives it.  Every task child leads a process group of its own
 (``setpgid`` in the child right after the fork and in the launcher, so the group exists before
-either acts), and every signal meant for a task goes to its whole group: ``signal_tasks``, ``stop``
-and the end of the coordinator.  When a task child has ended, the launcher sends ``SIGKILL`` to
-what is left of its group before it reaps the child (the unreaped child keeps the group id from
-being reused), so a program the task started and did not wait for ends with it.  Only a program
+either acts), and every signal meant for a task goes to its whole group: ``signal_tasks``,
+``signal_task`` (one task's group only, for a per-step timeout), ``stop`` and the end of the
+coordinator.  When a task child has ended, the launcher sends ``SIGKILL`` to what is left of its
+group before it reaps the child (the unreaped child keeps the group id from being reused), so a
+program the task started and did not wait for ends with it.  Only a program
 that leaves the group on purpose (a new session or process group, as daemons do) escapes this.
 
 The launcher itself is not forked by the coordinator directly but by a *keeper*
@@ -52,8 +53,8 @@ from typing import Callable, NoReturn
 from .taskchild import RunChild, child_main, close_quietly, flush_stdio
 from .wire import CHUNK, encode, first_message, has_whole_message, take_messages, write_all
 
-__all__ = ['LIVE_SOCKETS', 'MSG_LAUNCH', 'MSG_SIGNAL', 'MSG_STOP', 'decode_status', 'describe_end', 'exit_after',
-           'launcher_main']
+__all__ = ['LIVE_SOCKETS', 'MSG_LAUNCH', 'MSG_SIGNAL', 'MSG_SIGNAL_TASK', 'MSG_STOP', 'decode_status',
+           'describe_end', 'exit_after', 'launcher_main']
 
 _ORPHAN_GRACE = 5.0            # seconds a task gets after SIGTERM when the coordinator vanished
 
@@ -61,6 +62,7 @@ _ORPHAN_GRACE = 5.0            # seconds a task gets after SIGTERM when the coor
 MSG_LAUNCH = 0
 MSG_SIGNAL = 1
 MSG_STOP = 2
+MSG_SIGNAL_TASK = 3             # (MSG_SIGNAL_TASK, task_id, signum): one task's process group only
 
 # Kinds of selector registrations inside the launcher.
 _EV_SOCK = 0
@@ -164,6 +166,7 @@ class _Launcher:
         self.my_pid = os.getpid()
         self.sel = selectors.DefaultSelector()
         self.tasks: dict[int, _Task] = {}          # by pid, until reaped
+        self.by_id: dict[int, _Task] = {}          # the same with a task, by task id
         self.inbuf = bytearray()
         self.outbuf = bytearray()
         self.chunk = bytearray(CHUNK)
@@ -244,6 +247,8 @@ class _Launcher:
             self._spawn(*message[1:])
         elif kind == MSG_SIGNAL:
             self._signal_all(message[1])
+        elif kind == MSG_SIGNAL_TASK:
+            self._signal_one(message[1], message[2])
         elif kind == MSG_STOP:
             self._begin_stop(message[1])
 
@@ -292,6 +297,16 @@ class _Launcher:
         for pid in list(self.tasks):
             try:
                 os.killpg(pid, signum)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def _signal_one(self, task_id: int, signum: int) -> None:
+        """Send a signal to the process group of one task child, if it is not reaped yet (else the
+        task has ended and its completion is on its way: nothing to do)."""
+        task = self.by_id.get(task_id)
+        if task is not None:
+            try:
+                os.killpg(task.pid, signum)
             except (ProcessLookupError, PermissionError):
                 pass
 
@@ -375,6 +390,7 @@ class _Launcher:
                 return False
             write_all(cmd, encode(work))
             spare.task_id = task_id
+            self.by_id[task_id] = spare
             return True
         except OSError:
             return False
@@ -417,6 +433,8 @@ class _Launcher:
         self.fds.add(rfd)
         task = _Task(task_id, pid, rfd)
         task.slot = self._list(pid)
+        if task_id is not None:
+            self.by_id[task_id] = task
         if task_id is None:
             os.close(crfd)
             task.cmd = cwfd
@@ -510,6 +528,8 @@ class _Launcher:
     def _finish(self, task: _Task, status: int, error: str = '') -> None:
         """A child was reaped: release its fds and report its outcome, or why there is none."""
         del self.tasks[task.pid]
+        if task.task_id is not None and self.by_id.get(task.task_id) is task:
+            del self.by_id[task.task_id]
         if task.cmd >= 0:  # a spare that ended before it got a task (stopping, or killed)
             self.fds.discard(task.cmd)
             close_quietly([task.cmd])

@@ -10,7 +10,8 @@ back the same way, both as the length-prefixed pickles of :mod:`sequent.eventor.
 ``AF_UNIX`` socket pair, which the coordinator can select on.
 
 Nothing a task starts outlives it: every task child leads a process group, and every signal meant
-for a task (``signal_tasks``, ``stop``, the end of the coordinator) goes to its whole group.  The
+for a task (``signal_tasks``, ``signal_task``, ``stop``, the end of the coordinator) goes to its whole
+group.  The
 keeper tells this side, through a pipe, the launcher's pid at the start and its wait status at the
 end, so that tasks lost with a dead launcher are failed with the reason.
 """
@@ -27,7 +28,8 @@ import threading
 import time
 
 from .outcome import OutcomeStatus, TaskOutcome
-from .forkserver import LIVE_SOCKETS, MSG_LAUNCH, MSG_SIGNAL, MSG_STOP, decode_status, describe_end
+from .forkserver import (LIVE_SOCKETS, MSG_LAUNCH, MSG_SIGNAL, MSG_SIGNAL_TASK, MSG_STOP, decode_status,
+                         describe_end)
 from .keeper import KEEPER_REPORT, keeper_main
 from .taskchild import RunChild, close_quietly, flush_stdio
 from .wire import CHUNK, encode, take_messages
@@ -231,6 +233,22 @@ class ProcessLauncher:
                 sock.sendall(encode((MSG_SIGNAL, int(signum))), socket.MSG_NOSIGNAL)
             except OSError:
                 pass
+
+    def signal_task(self, task_id: int, signum: int) -> bool:
+        """Send ``signum`` to the process group of one running task (the task and the programs it
+        started, no other task's); True when it was sent, False when the task is not running here.
+
+        A task that has just ended may still count as running until its completion is collected:
+        the signal then reaches nothing, and the completion comes as it would have."""
+        with self._lock:
+            sock = self._require_started()
+            if self._dead or task_id not in self._running:
+                return False
+            try:
+                sock.sendall(encode((MSG_SIGNAL_TASK, task_id, int(signum))), socket.MSG_NOSIGNAL)
+            except OSError:
+                return False    # the launcher died; collect() fails the task with the reason
+            return True
 
     # -- internals ---------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ class TaskOutcome:
     exitcode: Optional[int] = None
     signal: Optional[int] = None
     ended: float = field(default_factory=time.time)
+    owner: Optional[str] = None  # the agent that ran a remote task (its token), recorded with its end
 
     @classmethod
     def failed(cls, task_id: int, error: str, **kwargs: object) -> "TaskOutcome":

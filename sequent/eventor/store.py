@@ -33,7 +33,7 @@ from .text import ERROR_LIMIT, TRACEBACK_LIMIT, storable
 
 _TASK_COLUMNS = ("status", "skipped", "host", "pid", "started", "ended", "result", "error")
 #: Task columns a change sets only when given (RunWriter.task's keywords): omitted, they stay as they are.
-_TASK_EXTRAS = ("item", "tries", "retry_at")
+_TASK_EXTRAS = ("item", "tries", "retry_at", "owner")
 _TRY_KEYS = ("run_id", "recovery", "step", "sequence", "try", "started", "ended", "host", "pid", "owner", "error",
              "timed_out")
 _ITERATION_KEYS = ("run_id", "recovery", "step", "sequence", "item", "started")
@@ -750,16 +750,19 @@ class RunWriter:
              ended: Optional[float] = None, pid: Optional[int] = None, result: Optional[str] = None,
              error: Optional[str] = None, skipped: bool = False, host: Optional[str] = None, new: bool,
              fenced: bool = False, item: Optional[str] = KEEP, tries: Optional[int] = KEEP,
-             retry_at: Optional[float] = KEEP) -> None:
+             retry_at: Optional[float] = KEEP, owner: Optional[str] = KEEP) -> None:
         """Record a task's state; ``new`` says whether its row exists yet (merged when not committed);
         ``host`` is where it ran (None: the coordinator's host).  A ``fenced`` change applies only
         while the row is still active: the final write of a remote task, whose agent may have
         recorded its end first (the first final write wins).  ``item`` (the text of
-        :func:`item_text`), ``tries`` and ``retry_at`` are set only when given (None clears them)."""
+        :func:`item_text`), ``tries``, ``retry_at`` and ``owner`` (the agent that ran a remote task) are
+        set only when given (None clears them)."""
         values = {"status": status, "skipped": skipped, "host": host or self.host, "pid": pid, "started": started,
                   "ended": ended, "result": result, "error": error}
-        if item is not KEEP or tries is not KEEP or retry_at is not KEEP:
+        if item is not KEEP or tries is not KEEP or retry_at is not KEEP or owner is not KEEP:
             self._extras = True
+            if owner is not KEEP:
+                values["owner"] = owner
             if item is not KEEP:
                 values["item"] = _capped_item(item)
             if tries is not KEEP:

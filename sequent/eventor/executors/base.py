@@ -38,7 +38,8 @@ class Executor(abc.ABC):
     """Runs tasks of one construct for one run.
 
     Life: :meth:`start` once (before the store is opened when :attr:`forks`), :meth:`bind` once
-    the attempt is known, then any number of :meth:`submit` and :meth:`signal`, then :meth:`stop`.
+    the attempt is known, then any number of :meth:`submit`, :meth:`signal` and :meth:`signal_task`,
+    then :meth:`stop`.
     """
 
     #: The construct whose tasks it runs.
@@ -78,6 +79,13 @@ class Executor(abc.ABC):
 
     def signal(self, signum: int) -> None:
         """Ask every running task to stop (SIGTERM) or to end at once (SIGKILL), where it can."""
+
+    def signal_task(self, task_id: int, signum: int) -> bool:
+        """Send ``signum`` to task ``task_id``'s whole process group (the task and what it started) if
+        it is running; True when it was sent, False when this executor cannot stop one task (threads)
+        or the task is not running.  The task's end is then reported as any other (for instance a
+        failure "killed by signal 15", or the exception of a task that handled SIGTERM)."""
+        return False
 
     def unkillable(self) -> bool:
         """True when its running tasks cannot be killed (threads): after the grace they are abandoned."""

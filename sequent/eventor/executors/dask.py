@@ -231,6 +231,22 @@ class DaskCluster:
         thread.start()
         thread.join(10.0)
 
+    def signal_one(self, key: str, signum: int) -> None:
+        """Signal the task submitted as ``key`` on whichever worker runs it (or will: it then does not
+        start); in a thread that nobody waits for, so that a dead worker holds nothing up."""
+        client = self.client
+        if client is None:
+            return
+        from .. import daskworker
+
+        def send() -> None:
+            try:
+                client.run(daskworker.signal_task, key, signum, on_error="ignore")
+            except Exception as exc:
+                self.log.warning("Could not signal task %s on %s: %s", key, self.where, exc)
+
+        threading.Thread(target=send, daemon=True, name="sequent-dask-signal-task").start()
+
     def stop(self, abandon: bool) -> None:
         self.users -= 1
         if self.users > 0:
@@ -383,6 +399,15 @@ class DaskExecutor(Executor):
         """Signal the tasks on the workers: they end, and report, as killed; what waits never starts."""
         if self.futures:
             self.cluster.signal(signum)
+
+    def signal_task(self, task_id: int, signum: int) -> bool:
+        """Signal one task's process group on its worker, by the Dask key of its current try."""
+        with self.lock:
+            future = self.futures.get(task_id)
+        if future is None:
+            return False
+        self.cluster.signal_one(future.key, int(signum))
+        return True
 
     def unkillable(self) -> bool:
         """Past the grace, a task whose worker does not answer is given up (its agent still records it)."""

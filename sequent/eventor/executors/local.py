@@ -84,6 +84,10 @@ class _InProcess(Executor):
     def unkillable(self) -> bool:
         return True
 
+    def signal_task(self, task_id: int, signum: int) -> bool:
+        """Always False: a task on a thread of this process cannot be stopped on its own."""
+        return False
+
     def stop(self, grace: float, *, abandon: bool) -> None:
         uninstall_thread_environ()
 

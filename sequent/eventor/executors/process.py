@@ -53,6 +53,12 @@ class ProcessExecutor(Executor):
         if self._launcher.running:
             self._launcher.signal_tasks(signum)
 
+    def signal_task(self, task_id: int, signum: int) -> bool:
+        """Signal one task's process group through the launcher (which holds every task's group)."""
+        if not self._launcher.alive:
+            return False
+        return self._launcher.signal_task(task_id, signum)
+
     @property
     def holder_pid(self) -> Optional[int]:
         return self._launcher.keeper_pid

@@ -3,8 +3,9 @@
 The coordinator side of the channel: :meth:`RemoteExecutor.start` launches ``ssh`` with a fixed
 argument list (:mod:`..ssh`); :meth:`RemoteExecutor.bind` checks the agent's versions and hands it
 the attempt, raising a :class:`EventorError` that names the host and the cause when it cannot serve;
-then a writer thread sends tasks, signals and pings, and a reader thread reports each task's end
-(already recorded in the store by the agent) and relays the tasks' log records to the run log.
+then a writer thread sends tasks, signals (to every task, or to one) and pings, and a reader thread
+reports each task's end (already recorded in the store by the agent) and relays the tasks' log
+records to the run log.
 When the link ends, every task still running there fails as "host lost" (its agent may still
 record a success first: the first final write wins).
 """
@@ -137,7 +138,7 @@ class RemoteExecutor(Executor):
         self.proc: Optional[subprocess.Popen] = None
         self.outbox: queue.SimpleQueue = queue.SimpleQueue()
         self.write_lock = threading.Lock()  # one frame at a time into the agent's input
-        self.running: set[int] = set()
+        self.running: dict[int, int] = {}  # task id -> the try it runs (a signal to one task names it)
         self.lock = threading.Lock()
         self.dead: Optional[str] = None  # why the link ended, once it did
         self.stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
@@ -296,7 +297,7 @@ class RemoteExecutor(Executor):
         why = self._why_ended()
         with self.lock:
             self.dead = why
-            lost, self.running = sorted(self.running), set()
+            lost, self.running = sorted(self.running), {}
         for task_id in lost:
             self.report(TaskOutcome.failed(task_id, f"host {self.host!r} lost: {why}", host=self.host))
         if lost and self.log is not None:
@@ -307,7 +308,7 @@ class RemoteExecutor(Executor):
         if kind == "done":
             outcome = TaskOutcome(**frame[1])
             with self.lock:
-                self.running.discard(outcome.task_id)
+                self.running.pop(outcome.task_id, None)
             self.report(outcome)
         elif kind == "log":
             self.on_record(frame[1])
@@ -329,7 +330,7 @@ class RemoteExecutor(Executor):
         with self.lock:
             if self.dead is not None:
                 return False
-            self.running.add(task_id)
+            self.running[task_id] = ctx.try_number
         self._send_task(wire.encode(("task", task_id, ctx.step, ctx.sequence, ctx, blob)))
         return True
 
@@ -344,6 +345,16 @@ class RemoteExecutor(Executor):
     def signal(self, signum: int) -> None:
         if self.running:
             self.outbox.put(("signal", int(signum)))
+
+    def signal_task(self, task_id: int, signum: int) -> bool:
+        """Ask the agent to signal one task's process group.  The frame names the try it means, so
+        that it never reaches a later try of the same task."""
+        with self.lock:
+            try_number = self.running.get(task_id)
+            if self.dead is not None or try_number is None:
+                return False
+        self.outbox.put(("signal_task", task_id, int(signum), try_number))
+        return True
 
     def stop(self, grace: float, *, abandon: bool) -> None:
         """End of file to the agent, then wait for it (its tasks were signalled when abandoned)."""
