@@ -134,6 +134,18 @@ class Sequent(Node):
         """The sequence of the step running in this thread or process (``1.2.2``)."""
         return self._current("STEP_SEQUENCE", "sequence", "get_step_sequence")
 
+    def get_step_item(self) -> Any:
+        """The item of the innermost repeated container around the step running in this thread or
+        process (its ``str()`` in a process the step started itself, from ``SEQUENT_STEP_ITEM``);
+        None for a step outside repeated containers."""
+        ctx = current_task()
+        if ctx is not None:
+            return ctx.item
+        prefix = self.config["envvar_prefix"]
+        if os.environ.get(prefix + "STEP_NAME") is None:
+            raise SequentError("get_step_item() is only meaningful inside a running step")
+        return os.environ.get(prefix + "STEP_ITEM")
+
     def _current(self, var: str, field: str, method: str) -> str:
         """The running task's ``field``, else its environment variable (a process started by it)."""
         ctx = current_task()

@@ -162,7 +162,10 @@ def _translate_container(container: Node, ev: Eventor, scope: Optional[str], con
                 ev.add_container(name, repeats=child.repeats, starts=(), triggers=triggers,
                                  acquires=acquires, releases=releases, config=child_config, scope=scope,
                                  host=on)
-                starts = _translate_container(child, ev, scope=name, config=child_config, pools=pools,
+                # parallel_iterations is the container's own: the containers inside it do not inherit it
+                inner = child_config if "parallel_iterations" not in child_config else \
+                    {k: v for k, v in child_config.items() if k != "parallel_iterations"}
+                starts = _translate_container(child, ev, scope=name, config=inner, pools=pools,
                                               rename=None if name == child.path else (child.path, name),
                                               host=on)
                 ev.set_starts(name, starts)

@@ -197,6 +197,10 @@ class Step(Node):
             self.config = validate_step_config(config, self.path)
         except EventorError as exc:
             raise SequentError(str(exc)) from None
+        if func is not None:
+            problem = _timeout_problem(parent, self.config)
+            if problem:
+                raise SequentError(f"{label}: {problem}")
         self.recovery = _parse_recovery(recovery, label)
         self.hosts = _parse_hosts(hosts, label, self.path, parent)
         if import_file is not None and not import_module:
@@ -218,6 +222,27 @@ class Step(Node):
     def __repr__(self) -> str:
         kind = "container" if self.children else "step"
         return f"<sequent {kind} {self.path}>"
+
+
+def _timeout_problem(parent: Node, own: Mapping) -> Optional[str]:
+    """Why the step's ``timeout`` (its own or its containers' or the flow's) cannot be kept: a thread
+    or invoke task cannot be stopped while it runs (None when it can)."""
+    def setting(key: str) -> Any:
+        if key in own:
+            return own[key]
+        node: Any = parent
+        while isinstance(node, Step):
+            if key in node.config:
+                return node.config[key]
+            node = node.parent
+        return node.flow.config.get(key)
+
+    timeout = setting("timeout")
+    construct = setting("task_construct")
+    if timeout is None or construct not in ("thread", "invoke"):
+        return None
+    return (f"a timeout ({timeout:g} s) needs task_construct 'process' (or a remote host or Dask): a {construct} "
+            f"task cannot be stopped while it runs")
 
 
 def _parse_recovery(recovery: Optional[Mapping], label: str) -> dict[StepStatus, StepReplay]:

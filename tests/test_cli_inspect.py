@@ -224,9 +224,10 @@ def test_show_summarises_the_run_then_lists_every_step_including_those_never_sta
     assert summary["tasks"] == "1 success, 2 skipped, 1 failure, 1 not started"
     assert summary["program"] == THIS_FILE
     rows = table_rows(out)
-    assert [r[:4] for r in rows] == [["loop", "1", "1", "success"], ["loop_part", "1.1", "1", "skipped"],
-                                     ["loop_part", "1.2", "1", "skipped"], ["load", "1", "1", "failure"],
-                                     ["publish", "-", "-", "not started"]]
+    # the steps inside the repeated container show their iteration's item (an ITEM column appears)
+    assert [r[:5] for r in rows] == [["loop", "1", "-", "1", "success"], ["loop_part", "1.1", "1", "1", "skipped"],
+                                     ["loop_part", "1.2", "2", "1", "skipped"], ["load", "1", "-", "1", "failure"],
+                                     ["publish", "-", "-", "-", "not started"]]
     assert rows[3][-1] == "RuntimeError: load could not reach the warehouse"
 
 
@@ -240,7 +241,7 @@ def test_show_ends_a_failed_run_with_the_exact_recover_command_quoting_the_store
 
 def test_show_of_a_successful_run_gives_no_recover_command(runs, capsys):
     status, out, _ = sequent(capsys, "show", runs["store"], runs["fine"])
-    assert status == 0 and "recover" not in out and [r[3] for r in table_rows(out)] == ["success"] * 5
+    assert status == 0 and "recover" not in out and [r[4] for r in table_rows(out)] == ["success"] * 5  # after ITEM
 
 
 def test_show_failed_lists_the_failures_only(runs, capsys):
@@ -431,11 +432,11 @@ def test_logs_of_an_unknown_step_exits_2_naming_the_known_ones(runs, capsys):
 def test_tasks_lists_every_attempts_rows_then_the_steps_never_started(runs, capsys):
     status, out, err = sequent(capsys, "tasks", runs["store"], runs["failed"])
     assert status == 0, err
-    assert [r[:4] for r in table_rows(out)] == [
-        ["loop", "1", "0", "success"], ["loop_part", "1.1", "0", "success"], ["loop_part", "1.2", "0", "success"],
-        ["load", "1", "0", "failure"], ["loop", "1", "1", "success"], ["loop_part", "1.1", "1", "success (skipped)"],
-        ["loop_part", "1.2", "1", "success (skipped)"], ["load", "1", "1", "failure"],
-        ["publish", "-", "-", "not started"]]
+    assert [r[:5] for r in table_rows(out)] == [  # STEP SEQUENCE ITEM RECOVERY STATUS
+        ["loop", "1", "-", "0", "success"], ["loop_part", "1.1", "1", "0", "success"],
+        ["loop_part", "1.2", "2", "0", "success"], ["load", "1", "-", "0", "failure"], ["loop", "1", "-", "1", "success"],
+        ["loop_part", "1.1", "1", "1", "success (skipped)"], ["loop_part", "1.2", "2", "1", "success (skipped)"],
+        ["load", "1", "-", "1", "failure"], ["publish", "-", "-", "-", "not started"]]
     data = json.loads(sequent(capsys, "tasks", runs["store"], runs["failed"], "--recovery", "0", "--json")[1])
     assert [(t["step"], t["attempt"], t["status"]) for t in data] == [
         ("loop", 0, "success"), ("loop_part", 0, "success"), ("loop_part", 0, "success"), ("load", 0, "failure")]

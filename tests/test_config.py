@@ -439,7 +439,8 @@ def test_step_config_none_is_empty():
 
 def test_step_config_returns_recognised_keys():
     config = {'task_construct': 'thread', 'max_concurrent': 2, 'stop_on_exception': False,
-              'sequence_arg_name': 'seq', 'pass_logger_to_task': True}
+              'sequence_arg_name': 'seq', 'pass_logger_to_task': True, 'item_arg_name': 'path',
+              'parallel_iterations': 4, 'retries': 2, 'retry_delay': 0.5, 'retry_backoff': 2, 'timeout': None}
     assert set(config) == STEP_KEYS
     result = validate_step_config(config, 's1')
     assert result == config and result is not config

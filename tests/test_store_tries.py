@@ -18,7 +18,8 @@ import sequent as seq
 from sequent.cli import main
 from sequent.eventor.dburl import resolve_store
 from sequent.eventor.schema import SCHEMA_VERSION, iterations, schema_info, tasks, tries
-from sequent.eventor.store import ITEM_LIMIT, Store, item_text
+from sequent.eventor.store import Store
+from sequent.eventor.text import ITEM_LIMIT, item_text
 
 pytestmark = pytest.mark.timeout_seconds(60)
 

@@ -86,6 +86,19 @@ class Admission:
                 queue = self.queues[placement] = deque()
             queue.append(task)
 
+    def readmit(self, task: Task) -> None:
+        """Queue a task for its next try: it waits for an executor and the limits again, and keeps
+        the pools it holds from its first try."""
+        step = task.step
+        if step.config.max_concurrent >= 1:
+            self.limited.setdefault(step, deque()).append(task)
+        else:
+            placement = self.placement(step)
+            queue = self.queues.get(placement)
+            if queue is None:
+                queue = self.queues[placement] = deque()
+            queue.append(task)
+
     def held(self) -> Iterable[Task]:
         """Tasks held back by a limit the user set (a step's or, when set, the run's)."""
         for queue in self.limited.values():
@@ -196,12 +209,14 @@ class Admission:
         self.running_by_step[task.step] = self.running_by_step.get(task.step, 0) + 1
         self.running_in[task.executor] += 1
 
-    def ended(self, task: Task) -> None:
-        """A processing task ended: its limits are free again, and its pools given back."""
+    def ended(self, task: Task, *, keep_pools: bool = False) -> None:
+        """A processing task (or one try of it) ended: its limits are free again, and its pools given
+        back unless ``keep_pools`` (it will be tried again)."""
         self.running -= 1
         self.running_by_step[task.step] -= 1
         self.running_in[task.executor] -= 1
-        self.give_back(task)
+        if not keep_pools:
+            self.give_back(task)
 
     def give_back(self, task: Task) -> None:
         """Return what the step releases (by default all it acquired); the rest stays taken."""

@@ -141,7 +141,8 @@ def _run_child(step_index: int, sequence: tuple, payload: dict) -> Outcome:
     spec = pickle.loads(payload["blob"])
     step = StepDef(name=ctx.step, func=spec["func"], args=spec["args"], kwargs=spec["kwargs"],
                    config=StepConfig(sequence_arg_name=spec["sequence_arg_name"],
-                                     pass_logger_to_task=spec["pass_logger_to_task"]))
+                                     pass_logger_to_task=spec["pass_logger_to_task"],
+                                     item_arg_name=spec.get("item_arg_name")))
     return run_step(step, ctx)
 
 
@@ -419,8 +420,9 @@ class Agent:
         status = "success" if outcome.status is OutcomeStatus.success else "failure"
         error = (outcome.error + ("\n" + outcome.traceback if outcome.traceback else "")) or None
         outcome.host = self.settings["host"]
-        if entry.ran:  # whichever final write wins records who ran it
+        if entry.ran:  # whichever final write wins records who ran it, and where its log file is
             outcome.owner = self.token
+            outcome.logfile = _AGENT_LOGS.task_log_path(entry.logger) if entry.logger else None
         self.send(("done", {name: getattr(outcome, name) for name in TaskOutcome.__slots__}))
         if not entry.ran or (entry.signalled and self.link_ok):
             return

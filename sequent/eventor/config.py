@@ -66,6 +66,12 @@ DEFAULTS: dict = {
     'max_concurrent': -1,
     'sequence_arg_name': None,
     'pass_logger_to_task': False,
+    'item_arg_name': None,  # a step inside a repeated container gets its item as this keyword argument
+    'parallel_iterations': 1,  # a container's iterations at once (0: no limit); not passed down to inner containers
+    'retries': 0,  # a failed task is tried again this many more times
+    'retry_delay': 0,  # seconds before the first retry
+    'retry_backoff': 1,  # the delay is multiplied by this after each retry
+    'timeout': None,  # seconds a try may run before it is stopped (process tasks; None: no limit)
     'shared_db': False,  # accepted for compatibility, not used
     'ssh_config': None,  # the ssh client's configuration file (ssh -F); None: ssh's own (~/.ssh/config ...)
     'ssh_host': None,  # accepted for compatibility, not used
@@ -87,7 +93,8 @@ DEFAULTS: dict = {
 }
 
 STEP_KEYS: frozenset = frozenset(
-    {'task_construct', 'max_concurrent', 'stop_on_exception', 'sequence_arg_name', 'pass_logger_to_task'})
+    {'task_construct', 'max_concurrent', 'stop_on_exception', 'sequence_arg_name', 'pass_logger_to_task',
+     'item_arg_name', 'parallel_iterations', 'retries', 'retry_delay', 'retry_backoff', 'timeout'})
 
 
 # ----------------------------------------------------------------------------------- merging
@@ -281,6 +288,8 @@ _number = _check(lambda v: isinstance(v, (int, float)) and not isinstance(v, boo
                  'a number >= 0')
 _positive = _check(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
                    'a number > 0')
+_positive_or_none = _check(lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0),
+                           'a number > 0 or None')
 _identifier = _check(
     lambda v: v is None or (isinstance(v, str) and v.isidentifier() and not keyword.iskeyword(v)),
     'a valid Python identifier or None')
@@ -297,6 +306,12 @@ SCHEMA: dict = {
     'max_concurrent': _int(),
     'sequence_arg_name': _identifier,
     'pass_logger_to_task': _bool,
+    'item_arg_name': _identifier,
+    'parallel_iterations': _int(0),
+    'retries': _int(0),
+    'retry_delay': _number,
+    'retry_backoff': _positive,
+    'timeout': _positive_or_none,
     'shared_db': _bool,
     'ssh_config': _str_or_none,
     'ssh_host': _str_or_none,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .model import StepStatus, format_sequence
 from .tasks import Iteration, Task
-from .text import SEQUENCE_LIMIT, exception_text
+from .text import SEQUENCE_LIMIT, exception_text, item_text
 
 if TYPE_CHECKING:
     from .admission import Admission
@@ -36,6 +36,9 @@ class ContainerRuns:
     _fire: Callable[[str, tuple], None]
     _failed: Callable[[Task, str, str], None]
     _release: Callable[[Iteration], None]
+    writer: Any
+    previous_items: dict
+    items_changed: dict[str, list[str]]
 
     def _start_container(self, task: Task) -> None:
         task.started = self.now()
@@ -47,47 +50,61 @@ class ContainerRuns:
         except Exception as exc:
             self._end_container(task, failed=True, error=f"repeats of container {task.step.name} failed: {exception_text(exc)}")
             return
-        self._next_iteration(task)
+        self._fill(task)
 
-    def _next_iteration(self, task: Task) -> None:
-        """Start the container's next iteration, skipping through empty ones, or end it."""
-        while True:
+    def _fill(self, task: Task) -> None:
+        """Start the container's next iterations while it has room (``parallel_iterations``: 1, one at
+        a time as the original; 0, no limit), going through empty ones; end it once none is open and
+        none may start: its repeats are used up, an iteration failed, or the run stops around it."""
+        limit = task.step.config.parallel_iterations
+        while not (task.exhausted or task.failure is not None or task.iteration.halted()) and \
+                (limit < 1 or task.open < limit):
             try:
                 item = next(task.iterator, _END)
             except Exception as exc:
-                self._end_container(task, failed=True,
-                                    error=f"repeats of container {task.step.name} failed: {exception_text(exc)}")
-                return
+                task.failure = f"repeats of container {task.step.name} failed: {exception_text(exc)}"
+                break
             if item is _END or item is None:
-                self._end_container(task, failed=False)
-                return
+                task.exhausted = True
+                break
             task.iterations += 1
             seq = task.seq + (task.iterations,)
             if len(format_sequence(seq)) > SEQUENCE_LIMIT:
-                self._end_container(task, failed=True, error=f"iteration {task.iterations} would have a sequence "
-                                    f"longer than the store keeps ({SEQUENCE_LIMIT} characters)")
-                return
-            iteration = Iteration(task, seq, task.iteration)
-            task.current = iteration
-            self.open_iterations[(task.step.name, iteration.seq)] = iteration
-            iteration.pending += 1  # hold the iteration open while its starters fire
-            for name in task.step.starts:
-                self._fire(name, iteration.seq)
-            iteration.pending -= 1
-            if iteration.pending > 0:
-                return
-            if not self._close_iteration(iteration):
-                return
+                task.failure = (f"iteration {task.iterations} would have a sequence longer than the store keeps "
+                                f"({SEQUENCE_LIMIT} characters)")
+                break
+            self._open_iteration(task, seq, item)
+        if task.open == 0:
+            if task.failure is not None:
+                self._end_container(task, failed=True, error=task.failure)
+            elif task.exhausted:
+                self._end_container(task, failed=False)
+            else:  # the run stops around it
+                self._end_container(task, failed=True, error="stopped before its end: the run is stopping", quiet=True)
+
+    def _open_iteration(self, task: Task, seq: tuple, item: object) -> None:
+        """Start one iteration: record its item, fire its starters; close it at once when nothing started."""
+        iteration = Iteration(task, seq, task.iteration, item)
+        task.open += 1
+        self.open_iterations[(task.step.name, seq)] = iteration
+        self.writer.iteration(task.step.name, format_sequence(seq), item_text(item), self.now())
+        self._check_item(task, seq, item)
+        iteration.pending += 1  # hold the iteration open while its starters fire
+        for name in task.step.starts:
+            self._fire(name, seq)
+        iteration.pending -= 1
+        if iteration.pending == 0:
+            self._close_iteration(iteration)
 
     def _iteration_over(self, iteration: Iteration) -> None:
-        if self._close_iteration(iteration):
-            self._next_iteration(iteration.owner)
+        self._close_iteration(iteration)
+        self._fill(iteration.owner)
 
-    def _close_iteration(self, iteration: Iteration) -> bool:
-        """Forget an ended iteration; True when its container may go on to the next one."""
+    def _close_iteration(self, iteration: Iteration) -> None:
+        """Forget an ended iteration; a failed or stopped one keeps its container from starting more."""
         task = iteration.owner
         del self.open_iterations[(task.step.name, iteration.seq)]
-        task.current = None
+        task.open -= 1
         fired = self.fired.pop(iteration.seq, None)
         if fired:  # keep the events of other containers iterating at the same sequence
             scope = task.step.name
@@ -95,16 +112,28 @@ class ContainerRuns:
             rest = {name for name in fired if events[name].scope != scope}
             if rest:
                 self.fired[iteration.seq] = rest
-        if iteration.failed:
-            self._end_container(task, failed=True, error=f"an unhandled failure in iteration {format_sequence(iteration.seq)}")
-            return False
-        if iteration.halted():
-            self._end_container(task, failed=True, error="stopped before its end: the run is stopping", quiet=True)
-            return False
-        return True
+        if iteration.failed and task.failure is None:
+            task.failure = f"an unhandled failure in iteration {format_sequence(iteration.seq)}"
+
+    def _check_item(self, task: Task, seq: tuple, item: object) -> None:
+        """In a recovery, say when the repeats give an iteration another item than the run recorded
+        (tasks still match by sequence); said once per container, listing the changed iterations."""
+        if not self.previous_items:
+            return
+        seq_str = format_sequence(seq)
+        before = self.previous_items.get((task.step.name, seq_str))
+        if before is None or before == item_text(item):
+            return
+        changed = self.items_changed.setdefault(task.step.name, [])
+        changed.append(f"{seq_str}: {before} -> {item_text(item)}")
 
     def _end_container(self, task: Task, *, failed: bool, error: str = "", quiet: bool = False) -> None:
         self.admission.give_back(task)  # held from its start to its end
+        changed = self.items_changed.pop(task.step.name, None)
+        if changed:
+            shown = "; ".join(changed[:10]) + (f"; and {len(changed) - 10} more" if len(changed) > 10 else "")
+            self.log.warning("Container %s: its repeats gave other items than the run recorded (iterations are "
+                             "matched by sequence): %s", task.step.name, shown)
         status = StepStatus.failure if failed else StepStatus.success
         if failed and not quiet:
             self.log.info("[ Task %s/%s ] Completed, status: %s", task.step.name, task.seq_str, status.name)

@@ -36,7 +36,7 @@ from .runners import Inbox
 from .signals import SignalCatcher
 from .history import error_line
 from .summary import DROPPED, FAILURE, RUNNING, SKIPPED, SUCCESS, WAITING, Failure, Tally, failure_handlers
-from .text import ERROR_LIMIT, RESULT_LIMIT, TRACEBACK_LIMIT, storable
+from .text import ERROR_LIMIT, RESULT_LIMIT, TRACEBACK_LIMIT, item_text, storable
 
 if TYPE_CHECKING:
     from .executors import Executor
@@ -85,7 +85,9 @@ class Coordinator(ContainerRuns):
                  previous: Optional[Mapping[tuple[str, str], tuple[str, int]]] = None,
                  previous_delays: Optional[Mapping[tuple[str, str], float]] = None,
                  lease: Any = None, grace: float = 10.0, clock: Optional[Clock] = None,
-                 progress: Optional[Progress] = None):
+                 progress: Optional[Progress] = None,
+                 previous_retries: Optional[Mapping[tuple[str, str], tuple[int, float]]] = None,
+                 previous_items: Optional[Mapping[tuple[str, str], str]] = None):
         self.program = program
         self.clock = clock or Clock()
         self.now = self.clock.time  # wall time: records and delays
@@ -102,6 +104,9 @@ class Coordinator(ContainerRuns):
         self.max_loops = max_loops
         self.previous = previous or {}
         self.previous_delays = previous_delays or {}
+        self.previous_retries = previous_retries or {}  # tries an attempt killed in a retry's wait left
+        self.previous_items = previous_items or {}  # (container, sequence) -> the item's text as recorded
+        self.items_changed: dict[str, list[str]] = {}  # container -> its iterations whose item changed
         self.lease = lease  # the run lock's lease (runlock.Lease): checked before anything starts
         self.lost = False  # another coordinator took the run over: nothing more starts here
         self.grace = grace
@@ -126,6 +131,8 @@ class Coordinator(ContainerRuns):
         self.running: dict[int, Task] = {}
         self.timers: list = []
         self.timer_order = itertools.count()
+        self.deadlines: dict[int, Timer] = {}  # task id -> the timeout (or kill) timer of its running try
+        self.retrying: dict[int, tuple[str, str]] = {}  # task id -> (error, traceback) of its last failed try
         self.to_launch: list[Task] = []
         self.inbox = inbox if inbox is not None else Inbox()
         self.signals = SignalCatcher(self.inbox)  # SIGINT and SIGTERM stop the run gracefully
@@ -303,6 +310,8 @@ class Coordinator(ContainerRuns):
                     self._skip(task)  # acquires nothing
                 elif task.step.is_container and not task.step.acquires:
                     self._start_container(task)
+                elif task.resume_at is not None:
+                    self._push(Timer.for_task("retry", task.resume_at, task))
                 else:
                     self.admission.admit(task)
             self.admission.dispatch(self._start_admitted, self._drop)  # a start may make more tasks ready
@@ -409,11 +418,46 @@ class Coordinator(ContainerRuns):
             timer = heapq.heappop(self.timers)[2]
             if timer.cancelled:
                 continue
+            if timer.kind != "delay":
+                self._task_timer(timer)
+                continue
             if timer.is_step:
                 self._create(self.program.steps[timer.target], timer.seq)
             else:
                 self._fire(timer.target, timer.seq)
             self._release(timer.iteration)
+
+    def _push(self, timer: Timer) -> Timer:
+        heapq.heappush(self.timers, (timer.due, next(self.timer_order), timer))
+        return timer
+
+    def _task_timer(self, timer: Timer) -> None:
+        """A task's timer is due: its next try may start, or its try ran past the step's timeout."""
+        task = timer.task
+        assert task is not None
+        if timer.kind == "retry":
+            task.resume_at = None
+            if task.status is not StepStatus.active:  # a recovery continues the tries of a killed attempt
+                self.admission.admit(task)
+            else:
+                self.admission.readmit(task)
+            return
+        if self.running.get(task.id) is not task or task.try_number != timer.try_number:
+            return  # that try ended meanwhile
+        if timer.kind == "timeout":
+            self.deadlines.pop(task.id, None)
+            task.timed_out = task.try_number
+            timeout = task.step.config.timeout
+            self.log.warning("Step %s [%s] timed out after %g s (try %d): stopping it (SIGTERM, then SIGKILL "
+                             "after %g s)", task.step.name, task.seq_str, timeout, task.try_number, self.grace)
+            if task.executor.signal_task(task.id, signal.SIGTERM):
+                self.deadlines[task.id] = self._push(Timer.for_task("kill", self.now() + self.grace, task))
+            else:
+                self.log.error("Step %s [%s]: its %s task cannot be stopped; it runs on", task.step.name,
+                               task.seq_str, task.step.config.task_construct.value)
+        elif timer.kind == "kill":
+            self.deadlines.pop(task.id, None)
+            task.executor.signal_task(task.id, signal.SIGKILL)
 
     # -- tasks ----------------------------------------------------------------------------------
 
@@ -430,6 +474,10 @@ class Coordinator(ContainerRuns):
             return
         self.seen.add(key)
         task = Task(next(self.ids), step, seq, iteration, self.now())
+        if self.previous_retries and step.config.retries:
+            left = self.previous_retries.get((step.name, task.seq_str))
+            if left is not None and left[0] < 1 + step.config.retries:  # killed while waiting for its next try
+                task.try_number, task.resume_at = left[0] + 1, left[1]
         self.tally.counts(step)[WAITING] += 1
         iteration.pending += 1
         self.ready.append(task)
@@ -454,25 +502,41 @@ class Coordinator(ContainerRuns):
     def _record(self, task: Task, **values: Any) -> None:
         if task.host is not None:
             values.setdefault("host", task.host)
+        if not task.recorded and task.iteration.item is not None:
+            values["item"] = item_text(task.iteration.item)
         self.writer.task(task.step.name, task.seq_str, task.status.name, created=task.created,
                          started=task.started, new=not task.recorded, **values)
         task.recorded = True
 
     def _start(self, task: Task) -> None:
-        task.started = self.now()
+        task.try_started = self.now()
         task.host = task.executor.host
         self.running[task.id] = task
         self.admission.started(task)
         self.to_launch.append(task)
-        self._move(task, StepStatus.active)
+        # an agent records a later try itself when it claims it: the coordinator must not write it first
+        tries = {"tries": task.try_number, "retry_at": None} if task.try_number > 1 else {}
+        if tries and task.executor.remote:
+            tries = {"retry_at": None}
+        if task.status is not StepStatus.active:  # its first start in this attempt (from ready or allocate)
+            task.started = task.try_started
+            self._move(task, StepStatus.active, **tries)
+        else:  # its next try
+            self.retrying.pop(task.id, None)
+            self._record(task, **tries)
 
     def _context(self, task: Task) -> TaskContext:
         logger_name = self.task_logger(task.step.name, task.seq_str)
         p = self.prefix
         env = {f"{p}STEP_NAME": task.step.name, f"{p}STEP_SEQUENCE": task.seq_str,
                f"{p}STEP_RECOVERY": str(self.recovery), f"{p}LOGGER_NAME": logger_name,
-               f"{p}RUN_ID": self.run_id}
-        return TaskContext(task.step.name, task.seq_str, self.recovery, logger_name, self.run_id, env)
+               f"{p}RUN_ID": self.run_id, f"{p}STEP_TRY": str(task.try_number)}
+        item = task.iteration.item
+        if item is not None:
+            env[f"{p}STEP_ITEM"] = _item_str(item)
+        return TaskContext(task.step.name, task.seq_str, self.recovery, logger_name, self.run_id, env,
+                           try_number=task.try_number, final_try=task.try_number > task.step.config.retries,
+                           item=item)
 
     def _launch(self, task: Task) -> None:
         if task.id not in self.running:  # ended meanwhile (its executor refused it)
@@ -481,32 +545,79 @@ class Coordinator(ContainerRuns):
         if not task.executor.remote:  # a remote task's log file is where it runs
             self.on_task_start(ctx.logger_name)
         self.log.debug("[ Task %s/%s ] Attempting to run", task.step.name, task.seq_str)
+        timeout = task.step.config.timeout
+        if timeout is not None:
+            self.deadlines[task.id] = self._push(Timer.for_task("timeout", self.now() + timeout, task))
         task.executor.submit(task.id, task.step, ctx)
 
     def _finished(self, outcome: TaskOutcome) -> None:
         task = self.running.pop(outcome.task_id, None)
         if task is None:
             return
-        self.admission.ended(task)
+        deadline = self.deadlines.pop(task.id, None)
+        if deadline is not None:
+            deadline.cancelled = True
         result, error, tb = outcome.result, outcome.error, outcome.traceback
         if result or error or tb:  # whatever a task sent, it must be storable and loggable
             result = storable(result, RESULT_LIMIT)
             error = storable(error, ERROR_LIMIT)
             tb = storable(tb, TRACEBACK_LIMIT, keep_ends=True)
-        remote = task.executor.remote
         status = StepStatus.success if outcome.status is OutcomeStatus.success else StepStatus.failure
-        self.log.info("[ Task %s/%s ] Completed, status: %s", task.step.name, task.seq_str, status.name)
+        timed_out = status is StepStatus.failure and task.timed_out == task.try_number
+        if timed_out:
+            error = f"timed out after {task.step.config.timeout:g} s: stopped ({error or 'no error text'})"
+        config = task.step.config
+        retry = status is StepStatus.failure and task.try_number <= config.retries and not self._stops(task)
+        self.admission.ended(task, keep_pools=retry)
+        remote = task.executor.remote
+        if config.retries or task.try_number > 1:  # each try is recorded (the first write wins: an agent's)
+            self.writer.try_ended(task.step.name, task.seq_str, task.try_number, started=task.try_started,
+                                  ended=outcome.ended, host=outcome.host or task.host, pid=outcome.pid,
+                                  error=(error + ("\n" + tb if tb else "")) or None, timed_out=timed_out,
+                                  owner=outcome.owner)
         try:
+            if retry:
+                self._retry_later(task, outcome, error, tb)
+                return
+            self.log.info("[ Task %s/%s ] Completed, status: %s", task.step.name, task.seq_str, status.name)
             # a remote task's agent records its end itself; this write applies only if it could not
             self._move(task, status, ended=outcome.ended, pid=outcome.pid, host=outcome.host or task.host,
                        result=result or None, error=(error + ("\n" + tb if tb else "")) or None,
-                       fenced=remote, **({"owner": outcome.owner} if outcome.owner else {}))
+                       fenced=remote, **({"owner": outcome.owner, "logfile": outcome.logfile} if outcome.owner else {}))
             if status is StepStatus.failure:
                 self._failed(task, error, tb)  # its lines go to the task's own log file too
         finally:
             if not remote:
                 self.on_task_end(self.task_logger(task.step.name, task.seq_str))
         self._release(task.iteration)
+
+    def _stops(self, task: Task) -> bool:
+        """True when nothing more may start for ``task``: no retry then (its last try's failure is its own)."""
+        return self.signal is not None or self.lost or task.iteration.halted()
+
+    def _retry_later(self, task: Task, outcome: TaskOutcome, error: str, tb: str) -> None:
+        """A try failed and tries are left: record it, and start the next one after the step's delay
+        (durable: the task's row holds the try count and when the next one is due)."""
+        config = task.step.config
+        wait = config.retry_wait(task.try_number)
+        due = self.now() + wait
+        line = error_line(error + ("\n" + tb if tb else "")) or "no error text"
+        self.log.warning("Step %s [%s] try %d of %d failed: %s; trying again in %g s", task.step.name, task.seq_str,
+                         task.try_number, config.retries + 1, line, wait)
+        self._record(task, tries=task.try_number, retry_at=due, pid=outcome.pid,
+                     error=(error + ("\n" + tb if tb else "")) or None)
+        self.retrying[task.id] = (error, tb)
+        task.try_number += 1
+        task.timed_out = None
+        self._push(Timer.for_task("retry", due, task))
+
+    def _give_up(self, task: Task) -> None:
+        """A task waiting for its next try that will not get it (its iteration stops): its last
+        try's failure is its failure."""
+        error, tb = self.retrying.pop(task.id, ("not tried again: the run stopped around it", ""))
+        self.admission.give_back(task)
+        self._move(task, StepStatus.failure, ended=self.now(), error=(error + ("\n" + tb if tb else "")) or None)
+        self._failed(task, error, tb)
 
     def _failed(self, task: Task, error: str, tb: str) -> None:
         """Report a failure, then either hand it to whoever handles it or treat it as unhandled.
@@ -572,7 +683,7 @@ class Coordinator(ContainerRuns):
 
     def _tally_dropped(self, task: Task) -> None:
         counts = self.tally.counts(task.step)
-        counts[WAITING] -= 1
+        counts[RUNNING if task.status is StepStatus.active else WAITING] -= 1
         counts[DROPPED] += 1
 
     def _release(self, iteration: Iteration) -> None:
@@ -585,13 +696,28 @@ class Coordinator(ContainerRuns):
         iteration.stopping = True
         dropped: list = self.admission.withdraw(iteration)
         for _, _, timer in self.timers:
-            if not timer.cancelled and timer.iteration.within(iteration):
+            if not timer.cancelled and timer.kind in ("delay", "retry") and timer.iteration.within(iteration):
                 timer.cancelled = True
-                dropped.append(timer)
+                dropped.append(timer.task if timer.kind == "retry" else timer)
+        whole_run = self.signal is not None or self.lost or self.incomplete
         for item in dropped:
+            if isinstance(item, Task) and item.status is StepStatus.active and not whole_run:
+                self._give_up(item)  # it waited for its next try
+                self._release(item.iteration)
+                continue
             if isinstance(item, Task):
+                # a run that stops keeps a task waiting for its next try as recorded (active, its count
+                # and time): a recovery goes on with its tries
                 self._tally_dropped(item)
             self._release(item.iteration)
+
+
+def _item_str(item: object) -> str:
+    """An item as SEQUENT_STEP_ITEM holds it: its str(), never raising."""
+    try:
+        return str(item)
+    except Exception:
+        return item_text(item)
 
 
 def _traceback_text(tb: str) -> str:

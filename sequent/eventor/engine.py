@@ -58,6 +58,14 @@ def _pool_key(pool: Any) -> Optional[str]:
     return name if isinstance(name, str) else None
 
 
+def timeout_problem(config: StepConfig) -> Optional[str]:
+    """Why a step's ``timeout`` cannot be kept (None when it can): a thread cannot be stopped."""
+    if config.timeout is not None and config.task_construct in (TaskConstruct.thread, TaskConstruct.invoke):
+        return (f"a timeout ({config.timeout:g} s) needs task_construct 'process' (or a remote host or Dask): "
+                f"a {config.task_construct.value} task cannot be stopped while it runs")
+    return None
+
+
 def new_run_id() -> str:
     """A run_id that is unique, sorts by start time and reads as one: ``20261126-183412-123456-3f9a``."""
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -184,7 +192,12 @@ class Eventor:
                           max_concurrent=int(values["max_concurrent"]),
                           stop_on_exception=bool(values["stop_on_exception"]),
                           sequence_arg_name=values["sequence_arg_name"],
-                          pass_logger_to_task=bool(values["pass_logger_to_task"]))
+                          pass_logger_to_task=bool(values["pass_logger_to_task"]),
+                          item_arg_name=values["item_arg_name"],
+                          parallel_iterations=int(values["parallel_iterations"]),
+                          retries=int(values["retries"]), retry_delay=float(values["retry_delay"]),
+                          retry_backoff=float(values["retry_backoff"]),
+                          timeout=None if values["timeout"] is None else float(values["timeout"]))
         if key is not None:
             self._configs[key] = made
         return made
@@ -260,6 +273,9 @@ class Eventor:
                        recovery=self._recovery(recovery, name), hosts=self._hosts(host, name), scope=scope,
                        **self._step_amounts(acquires, releases, name),
                        import_module=tuple(import_module) if import_module else None, import_file=import_file)
+        problem = timeout_problem(step.config)
+        if problem:
+            raise EventorError(f"step {name!r}: {problem}")
         return self.program.add_step(step)
 
     def add_container(self, name: str, repeats: Any = (1,), starts: Iterable[EventRef] = (),
@@ -511,6 +527,8 @@ class Eventor:
             self.recovery, previous, previous_delays, based_on = attempts.prepare(
                 store, run_id=run_id, flow=self.name, mode=self.run_mode, recovery_run=self.recovery_run,
                 shape=self._shape())
+            retries_left, items = ({}, {}) if based_on is None else (
+                store.previous_retries(run_id, based_on), store.previous_items(run_id, based_on))
             log.info("Eventor store file: %s", target.display)
             if remotes or uses_dask:  # each agent checks its versions and reaches the store before anything is recorded
                 doing = "starting the remote agents"
@@ -537,7 +555,8 @@ class Eventor:
                 task_logger=lambda step, seq: task_logger_name(logger_name, step, seq),
                 executors=executors, remotes=remotes, inbox=inbox, on_task_start=logs.task_started, on_task_end=logs.task_ended,
                 max_loops=max_loops, previous=previous, previous_delays=previous_delays,
-                grace=float(self.config["shutdown_grace"]), progress=self._progress(logs))
+                grace=float(self.config["shutdown_grace"]), progress=self._progress(logs),
+                previous_retries=retries_left, previous_items=items)
             if not store.is_memory:  # nobody else can reach an in-memory store, so it needs no lease
                 beat_conn = store.connect()
                 lease = runlock.Lease(lambda: store.beat(beat_conn, run_id, token), logger=log,

@@ -84,6 +84,7 @@ class TaskInfo:
     owner: Optional[str] = None  # the agent that ran it on a remote host (host:pid:start)
     item: Optional[str] = None  # repr of the item of its innermost repeated container, if any
     tries: Optional[int] = None  # the try running now or run last; None: its first (or an older store)
+    retry_at: Optional[datetime.datetime] = None  # when its next try is due, while it waits for one (UTC)
 
     @property
     def duration(self) -> Optional[float]:
@@ -388,7 +389,7 @@ def _task_info(t: Any) -> TaskInfo:
     return TaskInfo(step=t.step, sequence=t.sequence, recovery=t.recovery, status=t.status,
                     skipped=bool(t.skipped), started=_when(t.started), ended=_when(t.ended), host=t.host,
                     pid=t.pid, result=t.result, error=t.error, logfile=t.logfile, owner=t.owner, item=t.item,
-                    tries=t.tries)
+                    tries=t.tries, retry_at=_when(t.retry_at))
 
 
 def _try_info(t: Any) -> TryInfo:

@@ -174,6 +174,16 @@ class StepConfig:
     stop_on_exception: bool = True
     sequence_arg_name: Optional[str] = None
     pass_logger_to_task: bool = False
+    item_arg_name: Optional[str] = None  # the keyword that gets the item of the innermost repeated container
+    parallel_iterations: int = 1  # containers: iterations at once (0: no limit)
+    retries: int = 0  # tries after the first
+    retry_delay: float = 0.0  # seconds before the first retry
+    retry_backoff: float = 1.0  # factor on the delay after each retry
+    timeout: Optional[float] = None  # seconds a try may run (process tasks)
+
+    def retry_wait(self, try_number: int) -> float:
+        """Seconds to wait after try ``try_number`` failed, before the next one."""
+        return self.retry_delay * self.retry_backoff ** (try_number - 1)
 
 
 @dataclass(eq=False, slots=True)

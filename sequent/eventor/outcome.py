@@ -38,6 +38,7 @@ class TaskOutcome:
     signal: Optional[int] = None
     ended: float = field(default_factory=time.time)
     owner: Optional[str] = None  # the agent that ran a remote task (its token), recorded with its end
+    logfile: Optional[str] = None  # that task's log file, on its host
 
     @classmethod
     def failed(cls, task_id: int, error: str, **kwargs: object) -> "TaskOutcome":

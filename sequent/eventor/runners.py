@@ -54,6 +54,8 @@ def run_step(step: StepDef, ctx: TaskContext) -> Outcome:
     kwargs = dict(step.kwargs)
     if step.config.sequence_arg_name:
         kwargs[step.config.sequence_arg_name] = ctx.sequence
+    if step.config.item_arg_name:
+        kwargs[step.config.item_arg_name] = ctx.item
     if step.config.pass_logger_to_task:
         kwargs["logger"] = logging.getLogger(ctx.logger_name)
     token = enter_task(ctx)

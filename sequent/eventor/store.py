@@ -28,18 +28,16 @@ from .errors import EventorError
 from .schema import (MIGRATIONS, SCHEMA_VERSION, agents, attempts, delays, holdings, iterations, locks, metadata,
                      runs, schema_info, tasks, tries)
 from .storefaults import describe_fault, driver_text
-from .text import ERROR_LIMIT, TRACEBACK_LIMIT, storable
+from .text import ERROR_LIMIT, ITEM_LIMIT, TRACEBACK_LIMIT, storable
 
 
 _TASK_COLUMNS = ("status", "skipped", "host", "pid", "started", "ended", "result", "error")
 #: Task columns a change sets only when given (RunWriter.task's keywords): omitted, they stay as they are.
-_TASK_EXTRAS = ("item", "tries", "retry_at", "owner")
+_TASK_EXTRAS = ("item", "tries", "retry_at", "owner", "logfile")
 _TRY_KEYS = ("run_id", "recovery", "step", "sequence", "try", "started", "ended", "host", "pid", "owner", "error",
              "timed_out")
 _ITERATION_KEYS = ("run_id", "recovery", "step", "sequence", "item", "started")
 
-#: Characters kept of an item's repr (tasks.item, sequent_iterations.item).
-ITEM_LIMIT = 1_000
 #: Room for the note ``storable`` puts where it cut a text: a text cut once is never cut again.
 _CUT_NOTE = 64
 #: Characters kept of a try's error (its message and traceback, as the coordinator records them).
@@ -54,17 +52,6 @@ class _Keep:
 
 
 KEEP: Any = _Keep()
-
-
-def item_text(item: object) -> str:
-    """What the store records of an item: its repr, storable and cut to ITEM_LIMIT; never raises.
-
-    A recovery that compares items compares these texts (a long repr is recorded cut)."""
-    try:
-        text = repr(item)
-    except BaseException:  # noqa: B036 - a broken __repr__ must not fail the run
-        text = f"<unprintable {type(item).__name__}>"
-    return storable(text, ITEM_LIMIT)
 
 
 def _capped_item(text: Optional[str]) -> Optional[str]:
@@ -750,19 +737,22 @@ class RunWriter:
              ended: Optional[float] = None, pid: Optional[int] = None, result: Optional[str] = None,
              error: Optional[str] = None, skipped: bool = False, host: Optional[str] = None, new: bool,
              fenced: bool = False, item: Optional[str] = KEEP, tries: Optional[int] = KEEP,
-             retry_at: Optional[float] = KEEP, owner: Optional[str] = KEEP) -> None:
+             retry_at: Optional[float] = KEEP, owner: Optional[str] = KEEP,
+             logfile: Optional[str] = KEEP) -> None:
         """Record a task's state; ``new`` says whether its row exists yet (merged when not committed);
         ``host`` is where it ran (None: the coordinator's host).  A ``fenced`` change applies only
         while the row is still active: the final write of a remote task, whose agent may have
         recorded its end first (the first final write wins).  ``item`` (the text of
-        :func:`item_text`), ``tries``, ``retry_at`` and ``owner`` (the agent that ran a remote task) are
-        set only when given (None clears them)."""
+        :func:`item_text`), ``tries``, ``retry_at``, ``owner`` (the agent that ran a remote task) and
+        ``logfile`` (its log file there) are set only when given (None clears them)."""
         values = {"status": status, "skipped": skipped, "host": host or self.host, "pid": pid, "started": started,
                   "ended": ended, "result": result, "error": error}
-        if item is not KEEP or tries is not KEEP or retry_at is not KEEP or owner is not KEEP:
+        if item is not KEEP or tries is not KEEP or retry_at is not KEEP or owner is not KEEP or logfile is not KEEP:
             self._extras = True
             if owner is not KEEP:
                 values["owner"] = owner
+            if logfile is not KEEP:
+                values["logfile"] = logfile
             if item is not KEEP:
                 values["item"] = _capped_item(item)
             if tries is not KEEP:

@@ -76,3 +76,18 @@ def name_problem(value: object, what: str, limit: int = NAME_LIMIT) -> Optional[
     if any(ch < " " or ch == "\x7f" for ch in value):
         return f"{what} {value!r} holds a control character"
     return None
+
+
+#: Characters kept of an item's repr (tasks.item, sequent_iterations.item).
+ITEM_LIMIT = 1_000
+
+
+def item_text(item: object) -> str:
+    """What the store records of an item: its repr, storable and cut to ITEM_LIMIT; never raises.
+
+    A recovery that compares items compares these texts (a long repr is recorded cut)."""
+    try:
+        text = repr(item)
+    except BaseException:  # noqa: B036 - a broken __repr__ must not fail the run
+        text = f"<unprintable {type(item).__name__}>"
+    return storable(text, ITEM_LIMIT)

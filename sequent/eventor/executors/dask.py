@@ -31,6 +31,7 @@ from ..errors import EventorError
 from ..model import StepDef, TaskConstruct
 from ..outcome import TaskOutcome
 from .base import Executor, Report, RunInfo
+from ..text import item_text
 from .remote import dumps, step_spec
 
 #: Seconds a task pinned to a worker that left the cluster waits before it fails.
@@ -330,9 +331,12 @@ class DaskExecutor(Executor):
             return
         try:
             blob = dumps(step_spec(step))
+            if ctx.item is not None:  # the item travels with the task: it must pickle by reference too
+                dumps(ctx.item)
         except Exception as exc:
-            self.report(TaskOutcome.failed(task_id, f"cannot send step {step.name!r} to Dask: {type(exc).__name__}: "
-                                           f"{exc}", host=self.host))
+            what = f"step {step.name!r}" if ctx.item is None else f"step {step.name!r} with its item {item_text(ctx.item)}"
+            self.report(TaskOutcome.failed(task_id, f"cannot send {what} to Dask: {type(exc).__name__}: {exc}",
+                                           host=self.host))
             return
         from .. import daskworker
 

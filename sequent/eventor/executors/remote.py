@@ -31,6 +31,7 @@ from ..context import TaskContext
 from ..errors import EventorError
 from ..model import StepDef, TaskConstruct
 from ..outcome import TaskOutcome
+from ..text import item_text
 from ..ssh import SshOptions, agent_argv, boot_frame, describe_failure
 from .base import Executor, Report, RunInfo
 
@@ -81,7 +82,7 @@ def step_spec(step: StepDef) -> dict:
     """What a remote task needs of its step: the function (by reference) and its arguments."""
     return {"func": step.func, "args": step.args, "kwargs": dict(step.kwargs),
             "sequence_arg_name": step.config.sequence_arg_name,
-            "pass_logger_to_task": step.config.pass_logger_to_task}
+            "pass_logger_to_task": step.config.pass_logger_to_task, "item_arg_name": step.config.item_arg_name}
 
 
 def sendable_problem(step: StepDef) -> Optional[str]:
@@ -318,8 +319,11 @@ class RemoteExecutor(Executor):
     def submit(self, task_id: int, step: StepDef, ctx: TaskContext) -> None:
         try:
             blob = dumps(step_spec(step))
+            if ctx.item is not None:  # the item travels with the task: it must pickle by reference too
+                dumps(ctx.item)
         except Exception as exc:
-            self.report(TaskOutcome.failed(task_id, f"cannot send step {step.name!r} to host {self.host!r}: "
+            what = f"step {step.name!r}" if ctx.item is None else f"step {step.name!r} with its item {item_text(ctx.item)}"
+            self.report(TaskOutcome.failed(task_id, f"cannot send {what} to host {self.host!r}: "
                                            f"{type(exc).__name__}: {exc}", host=self.host))
             return
         if not self.submit_blob(task_id, ctx, blob):
