@@ -288,3 +288,27 @@ def test_the_cron_recipe_recovers_a_failed_run_then_starts_new_ones_and_never_tw
         busy = nightly()
     assert busy.returncode == 0 and "still running from an earlier call" in busy.stderr
     assert len(seq.list_runs(store)) == 2
+
+
+def test_the_etl_example_recovers_exactly_the_file_that_failed(tmp_path):
+    """README's first fan-out: extract, transform each file in parallel (the file as the argument,
+    retried once), load; a recovery transforms only the file that failed."""
+    def sequent(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "sequent", *args], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120)
+
+    example = str(REPO / "examples" / "etl.py")
+    failed = sequent("run", example, "--", "--fail", "c.csv")
+    assert failed.returncode == 1, failed.stdout[-2000:] + failed.stderr
+    assert "try 1 of 2 failed: ValueError: c.csv: malformed row 2" in failed.stdout
+    done = sequent("recover", example)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+    store = str(tmp_path / "etl.run.db")
+    [run] = seq.list_runs(store)
+    rows = [t for t in seq.run_tasks(store, run.run_id, recovery=1) if t.step == "transform_file"]
+    ran = sorted(os.path.basename(t.item.strip("'")) for t in rows if not t.skipped)
+    assert ran == ["c.csv"] and len(rows) == 6
+    assert sorted(os.listdir(tmp_path / "etl-work" / "out")) == ["a.csv", "b.csv", "c.csv", "d.csv", "e.csv", "f.csv"]
+    plain = subprocess.run([sys.executable, example, "--workdir", str(tmp_path / "w2")], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 0, plain.stderr  # and it still runs as a plain script
