@@ -50,6 +50,11 @@ def detached_sleep(hosts: sshhosts.SshHosts, name: str, seconds: int) -> None:
     the ssh connection, as a daemon would."""
     done = hosts.run(name, f"setsid sleep {seconds} </dev/null >/dev/null 2>&1 &", timeout=30)
     assert done.returncode == 0, done.stderr
+    # the shell returns once it has forked: the sleep may not have replaced setsid yet
+    deadline = time.monotonic() + 10
+    while not any(sshhosts._comm(pid) == "sleep" for pid in hosts.session_pids(name)):
+        assert time.monotonic() < deadline, f"no detached sleep on {name} after 10 s"
+        time.sleep(0.02)
 
 
 def test_each_host_answers_with_its_own_name(ssh_hosts):
