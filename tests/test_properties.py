@@ -13,6 +13,15 @@ off everywhere, and run()'s boolean.  With stop_on_exception on, what a failure 
 depends on timing, so the comparison is then an inclusion whose slack is exactly the frames
 (iterations, or the root) where such a failure happened; see ``check_execution``.
 
+``flows(fanout=True)`` draws issue 13's fields too (tests/test_fanout_properties.py): more and
+longer containers, which run 1, 2, 3 or any number (0) of iterations at once over items that are
+numbers or file names;
+processing steps retry up to 0..2 times (sometimes with a short delay and a backoff), and the first
+1..retries+1 tries of some of their sequences fail.  ``check_execution`` and ``check_order`` hold
+for those flows too: the model's window of the iterations a parallel container may have run is
+resolved from the execution (refmodel.iterations_reached), and property 6 becomes "at most N
+iterations at once".
+
 If a property fails, the output shows ``flow_code``: a stand-alone program that builds the
 shrunk flow.
 """
@@ -31,8 +40,9 @@ from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
 import sequent
-from refmodel import (COMPLETE, container_failed, FAILURE, SUCCESS, Node, child_path, frames_of, iterations,
-                      occurrences_within, possible_sequences, requires_hold, simulate, stopped_frames)
+from refmodel import (COMPLETE, container_failed, FAILURE, SUCCESS, Node, child_path, fails, frames_of, iterations,
+                      iterations_reached, occurrences_within, possible_sequences, requires_hold, simulate,
+                      stopped_frames)
 
 
 def examples(variable: str, full: int) -> int:
@@ -48,6 +58,8 @@ THREAD_EXAMPLES = examples("SEQUENT_PROP_EXAMPLES", 1000)
 PROCESS_EXAMPLES = examples("SEQUENT_PROP_PROCESS_EXAMPLES", 15)
 STATUS = {SUCCESS: sequent.STEP_SUCCESS, FAILURE: sequent.STEP_FAILURE, COMPLETE: sequent.STEP_COMPLETE}
 NAMES = "abcd"  # no '_' in names, so flattened paths never collide
+ITEM_ARG = "item"  # fanout flows: the keyword a step inside a container gets its item as
+FILE_ITEMS = ("in1.csv", "in 2.csv", "x")  # fanout flows: items that are not numbers
 
 
 class StepFailed(Exception):
@@ -57,13 +69,22 @@ class StepFailed(Exception):
 # -- generating flows ----------------------------------------------------------------------------
 
 @st.composite
-def _children(draw, depth: int) -> list[Node]:
+def _children(draw, depth: int, fanout: bool = False) -> list[Node]:
     nodes: list[Node] = []
     for i in range(draw(st.integers(1, 4))):
         node = Node(NAMES[i])
-        if depth < MAX_DEPTH and draw(st.integers(0, 2)) == 0:
-            node.repeats = draw(st.lists(st.one_of(st.integers(1, 9), st.none()), max_size=3))
-            node.children = draw(_children(depth + 1))
+        if depth < MAX_DEPTH and draw(st.integers(0, 1 if fanout else 2)) == 0:
+            if fanout:  # more containers, more iterations (a None, ending the loop, only at times)
+                node.repeats = draw(st.lists(st.one_of(st.integers(1, 9), st.sampled_from(FILE_ITEMS)), max_size=4))
+                node.repeats += draw(st.sampled_from(([], [], [], [None], [None, 1])))
+                node.parallel = draw(st.sampled_from((1, 2, 3, 0)))
+            else:
+                node.repeats = draw(st.lists(st.one_of(st.integers(1, 9), st.none()), max_size=3))
+            node.children = draw(_children(depth + 1, fanout))
+        elif fanout:
+            node.retries = draw(st.integers(0, 2))
+            if node.retries and draw(st.integers(0, 3)) == 0:  # sometimes a (short) delay between tries
+                node.retry_delay, node.retry_backoff = 0.002, draw(st.sampled_from((1.0, 2.0)))
         count = draw(st.integers(0, min(2, i)))
         earlier = draw(st.permutations(range(i)))[:count] if count else []
         node.reqs = [(j, draw(st.sampled_from((SUCCESS, FAILURE, COMPLETE)))) for j in earlier]
@@ -74,14 +95,18 @@ def _children(draw, depth: int) -> list[Node]:
 
 
 @st.composite
-def flows(draw) -> tuple[list[Node], bool]:
-    """(the root's children, the flow's stop_on_exception), with failing sequences assigned."""
-    flow = draw(_children(1))
+def flows(draw, fanout: bool = False) -> tuple[list[Node], bool]:
+    """(the root's children, the flow's stop_on_exception), with failing sequences assigned; with
+    ``fanout``, also parallel containers, retries and sequences whose first tries fail."""
+    flow = draw(_children(1, fanout))
     seqs = possible_sequences(flow)
     for node, path, *_ in _walk(flow):
         if not node.is_container and seqs[path]:
             node.fail = draw(st.one_of(st.just(frozenset()), st.just(frozenset(seqs[path])),
                                        st.frozensets(st.sampled_from(seqs[path]), max_size=2)))
+            if fanout:
+                node.fail_tries = draw(st.dictionaries(st.sampled_from(seqs[path]),
+                                                       st.integers(1, node.retries + 1), max_size=3))
     return flow, draw(st.booleans())
 
 
@@ -93,13 +118,22 @@ def _walk(flow: list[Node], parent_path: str = "", depth: int = 1):
         yield from _walk(node.children, path, depth + 1)
 
 
-def flow_code(flow: list[Node], flow_stop: bool, construct: str = "thread") -> str:
-    """A stand-alone program that builds and runs this flow (printed when a property fails)."""
+def flow_code(flow: list[Node], flow_stop: bool, construct: str = "thread", fanout: bool = False) -> str:
+    """A stand-alone program that builds and runs this flow (printed when a property fails); with
+    ``fanout``, with the fields of issue 13 (parallel iterations, retries, failing tries, items)."""
     lines = ["import os, tempfile", "import sequent", "from sequent import STEP_SUCCESS, STEP_FAILURE, STEP_COMPLETE",
-             "", "def step(fail=()):",
-             "    seq = os.environ['SEQUENT_STEP_SEQUENCE']",
-             "    print('ran', os.environ['SEQUENT_STEP_NAME'], seq)",
-             "    if seq in fail:", "        raise Exception('told to fail')", "",
+             ""]
+    if fanout:
+        lines += [f"def step(fail=(), fail_tries={{}}, {ITEM_ARG}=None):",
+                  "    seq, tried = os.environ['SEQUENT_STEP_SEQUENCE'], int(os.environ['SEQUENT_STEP_TRY'])",
+                  f"    print('ran', os.environ['SEQUENT_STEP_NAME'], seq, 'try', tried, 'item', repr({ITEM_ARG}))",
+                  "    if seq in fail or tried <= fail_tries.get(seq, 0):", "        raise Exception('told to fail')", ""]
+    else:
+        lines += ["def step(fail=()):",
+                  "    seq = os.environ['SEQUENT_STEP_SEQUENCE']",
+                  "    print('ran', os.environ['SEQUENT_STEP_NAME'], seq)",
+                  "    if seq in fail:", "        raise Exception('told to fail')", ""]
+    lines += [
              f"flow = sequent.Sequent(name='prop', store=':memory:', config={{'task_construct': {construct!r}, "
              f"'stop_on_exception': {flow_stop}, 'LOGGING': {{'logdir': tempfile.mkdtemp(), 'console': False}}}})"]
 
@@ -111,13 +145,17 @@ def flow_code(flow: list[Node], flow_stop: bool, construct: str = "thread") -> s
             args = [repr(node.name)]
             if node.reqs:
                 args.append(f"requires=sequent.or_({reqs})" if node.op == "or" else f"requires=({reqs},)")
-            if node.stop is not None:
-                args.append(f"config={{'stop_on_exception': {node.stop}}}")
+            config = step_config(node, bool(parent_path), fanout)
+            if config:
+                args.append(f"config={config!r}")
             if node.is_container:
                 args.append(f"repeats={node.repeats!r}")
             else:
                 fail = sorted(".".join(map(str, s)) for s in node.fail)
-                args[1:1] = ["func=step"] + ([f"kwargs={{'fail': {fail!r}}}"] if fail else [])
+                told = {"fail": fail} if fail else {}
+                if node.fail_tries:
+                    told["fail_tries"] = {".".join(map(str, s)): k for s, k in sorted(node.fail_tries.items())}
+                args[1:1] = ["func=step"] + ([f"kwargs={told!r}"] if told else [])
             lines.append(f"{var} = {parent}.add_step({', '.join(args)})")
             add(var, node.children, path)
 
@@ -156,18 +194,38 @@ def record_in_file(path: str, fail: frozenset) -> None:
         raise StepFailed(f"{name} told to fail at {seq}")
 
 
-def build(flow: list[Node], flow_stop: bool, construct: str, logdir: str, func, kwargs) -> sequent.Sequent:
-    """The Sequent for a generated flow; ``kwargs(node)`` gives each processing step's kwargs."""
-    sq = sequent.Sequent(name="prop", store=":memory:",
+def step_config(node: Node, in_container: bool, fanout: bool) -> dict:
+    """A generated node's step config.  A fanout flow states issue 13's keys on every step, defaults
+    included (``parallel_iterations`` on containers; ``retries`` on processing steps, with the delay
+    when there is one, and ``item_arg_name`` inside containers), so that no value comes by
+    inheritance from a container's config."""
+    config = {} if node.stop is None else {"stop_on_exception": node.stop}
+    if fanout and node.is_container:
+        config["parallel_iterations"] = node.parallel
+    elif fanout:
+        config["retries"] = node.retries
+        if node.retry_delay:
+            config.update(retry_delay=node.retry_delay, retry_backoff=node.retry_backoff)
+        if in_container:
+            config["item_arg_name"] = ITEM_ARG
+    return config
+
+
+def build(flow: list[Node], flow_stop: bool, construct: str, logdir: str, func, kwargs, *, store: str = ":memory:",
+          name: str = "prop", fanout: bool = False, **run_kwargs) -> sequent.Sequent:
+    """The Sequent for a generated flow; ``kwargs(node)`` gives each processing step's kwargs; with
+    ``fanout``, every step states issue 13's config keys (see ``step_config``)."""
+    sq = sequent.Sequent(name=name, store=store,
                          config={"task_construct": construct, "stop_on_exception": flow_stop,
-                                 "LOGGING": {"logdir": logdir, "console": False, "logging_level": 30}})
+                                 "LOGGING": {"logdir": logdir, "console": False, "logging_level": 30}},
+                         **run_kwargs)
 
     def add(parent, nodes: list[Node]) -> None:
         made = []
         for node in nodes:
             pairs = tuple((made[i], STATUS[status]) for i, status in node.reqs)
             requires = sequent.or_(*pairs) if node.op == "or" else pairs
-            config = {} if node.stop is None else {"stop_on_exception": node.stop}
+            config = step_config(node, parent is not sq, fanout)
             if node.is_container:
                 step = parent.add_step(node.name, requires=requires, config=config, repeats=list(node.repeats))
                 add(step, node.children)
@@ -215,12 +273,16 @@ def check_execution(flow: list[Node], flow_stop: bool, records: list, result: bo
        an unhandled failure with effective stop_on_exception True happened, or a frame nested in
        one: there, what had not started yet may be left out.  Without such a failure, 3 and 4
        make the executed set EXACTLY the model's.
+    "The model" is refmodel.simulate with the iterations each parallel container ran as the
+    execution shows them (the last one inside which something ran), clamped to the model's window:
+    so an iteration past the window is extra (3), and one before the last that ran, or one that ran
+    in part, misses something (4).  Sequential containers have no choice: the window is one value.
     """
     occurrences = [(p, s) for p, s, *_ in records]
     executed = set(occurrences)
     duplicates = sorted({o for o in occurrences if occurrences.count(o) > 1})
     assert not duplicates, f"ran more than once: {duplicates}"
-    expected, expected_result = simulate(flow)
+    expected, expected_result = simulate(flow, iterations_reached(executed))
     assert result == expected_result, f"run() returned {result}, the model says {expected_result}"
     extra = executed - expected
     assert not extra, f"ran but should not have: {sorted(extra)}"
@@ -238,19 +300,22 @@ def check_order(flow: list[Node], records: list) -> None:
        status: the expression, evaluated on the siblings ended before that start, is true.  A
        container sibling has ended when its last execution has, with failure when one of its
        iterations had an unhandled failure, with success when everything the model runs in it ran;
-    6. the iterations of each container occurrence run one after the other: every execution of
-       iteration k starts after every execution of iterations 1..k-1 has ended.
+    6. the iterations of each sequential container occurrence (parallel 1) run one after the other:
+       every execution of iteration k starts after every execution of iterations 1..k-1 has ended;
+       those of a container with parallel N > 1 overlap at most N at a time (the span of an
+       iteration, from the first start to the last end of the executions inside it, lies within
+       the time it was running).
     """
     times = {(p, s): (t0, t1) for p, s, t0, t1 in records}
     executed = set(times)
-    expected, _ = simulate(flow)
+    expected, _ = simulate(flow, iterations_reached(executed))
 
     def ended(node: Node, path: str, seq: tuple):
         """(end status or None, end time) of an occurrence as the run shows it."""
         if not node.is_container:
             if (path, seq) not in times:
                 return None, math.inf
-            return (FAILURE if seq in node.fail else SUCCESS), times[(path, seq)][1]
+            return (FAILURE if fails(node, seq) else SUCCESS), times[(path, seq)][1]
         inside = occurrences_within(executed, path, seq)
         end = max((times[o][1] for o in inside), default=-math.inf)
         if container_failed(node, path, seq, executed):
@@ -274,7 +339,7 @@ def check_order(flow: list[Node], records: list) -> None:
                     assert requires_hold(node, done), (
                         f"{path} at {seq} started at {first} before its requires held; siblings ended "
                         f"by then: { {nodes[i].name: s for i, s in done.items()} }")
-                if node.is_container:
+                if node.is_container and node.parallel == 1:
                     previous_end = -math.inf
                     for k in range(1, iterations(node.repeats) + 1):
                         this = occurrences_within(executed, path, seq + (k,))
@@ -283,11 +348,31 @@ def check_order(flow: list[Node], records: list) -> None:
                             assert start >= previous_end, (
                                 f"iteration {seq + (k,)} of {path} started before an earlier one ended")
                             previous_end = max(previous_end, max(times[o][1] for o in this))
+                elif node.is_container and node.parallel > 1:
+                    spans = {}
+                    for k in range(1, iterations(node.repeats) + 1):
+                        this = occurrences_within(executed, path, seq + (k,))
+                        if this:
+                            spans[k] = (min(times[o][0] for o in this), max(times[o][1] for o in this))
+                    most, at_once = most_at_once(spans)
+                    assert most <= node.parallel, (
+                        f"{most} iterations of {path} at {seq} ran at once ({at_once}), parallel_iterations "
+                        f"is {node.parallel}")
             if node.is_container:
                 n = iterations(node.repeats)
                 visit(node.children, path, [s + (k,) for s in seqs for k in range(1, n + 1)])
 
     visit(flow, "", [(1,)])
+
+
+def most_at_once(spans: dict) -> tuple[int, list]:
+    """The most of the ``spans`` ({key: (start, end)}) that overlap at one instant, and their keys."""
+    best: list = []
+    for key, (start, _) in spans.items():  # the most overlapping at once always include one's start
+        now = sorted(k for k, (s, e) in spans.items() if s <= start < e or k == key)
+        if len(now) > len(best):
+            best = now
+    return len(best), best
 
 
 # -- the properties --------------------------------------------------------------------------------

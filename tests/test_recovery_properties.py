@@ -52,7 +52,7 @@ from hypothesis import HealthCheck, currently_in_test_context, event, given, not
 from hypothesis import strategies as st
 
 import sequent
-from refmodel import SUCCESS, FAILURE, Node, possible_sequences, simulate
+from refmodel import SUCCESS, FAILURE, Node, fails, possible_sequences, simulate
 from test_properties import STATUS, StepFailed, _walk, check_execution, check_order, examples, flows
 
 DEFAULT_EXAMPLES = examples("SEQUENT_RECOVERY_PROP_EXAMPLES", 300)
@@ -166,7 +166,8 @@ def recovery_code(flow: list[Node], flow_stop: bool, rerun: frozenset = frozense
 
 
 def without_failures(flow: list[Node]) -> list[Node]:
-    return [replace(node, fail=frozenset(), children=without_failures(node.children)) for node in flow]
+    """The flow with no failing sequence and no failing try."""
+    return [replace(node, fail=frozenset(), fail_tries={}, children=without_failures(node.children)) for node in flow]
 
 
 def processing_paths(flow: list[Node]) -> set:
@@ -187,35 +188,43 @@ class Attempts:
         self.run_id = None
         self.attempt = 0
 
-    def run(self) -> tuple[list, bool]:
-        """Run the next attempt; (its records, run()'s result)."""
-        log: list = []
-        if self.attempt == 0:
-            sq = build(self.flow, self.flow_stop, self.store, self.logdir, log, self.lock, self.rerun, self.fail1)
-            result = sq.run()
-            self.run_id = sq.run_id
-            assert self.run_id, "no run_id after run()"
-        else:
-            sq = build(self.flow, self.flow_stop, self.store, self.logdir, log, self.lock, self.rerun, self.fail1,
-                       run_mode=sequent.RUN_RECOVER, run_id=self.run_id)
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", sequent.FlowChangedWarning)  # the tree is the same
-                result = sq.run()
-            assert sq.run_id == self.run_id, f"recovery changed the run_id: {sq.run_id!r} != {self.run_id!r}"
-        records = list(log)
+    def build(self, log: list, **kwargs) -> sequent.Sequent:
+        """The flow of this run, its steps recording into ``log``; ``kwargs`` go to Sequent()."""
+        return build(self.flow, self.flow_stop, self.store, self.logdir, log, self.lock, self.rerun, self.fail1,
+                     **kwargs)
+
+    def check_records(self, records: list) -> None:
+        """What every attempt's records show: the attempt's number, and no occurrence run twice."""
         wrong = [r for r in records if r[2] != self.attempt]
         assert not wrong, f"SEQUENT_STEP_RECOVERY is not {self.attempt} in attempt {self.attempt}: {wrong}"
         occurrences = [(p, s) for p, s, *_ in records]
         twice = sorted({o for o in occurrences if occurrences.count(o) > 1})
         assert not twice, f"attempt {self.attempt} ran more than once: {twice}"
-        _note(f"attempt {self.attempt} ran {sorted(occurrences)}; run() -> {result}")
+
+    def run(self) -> tuple[list, bool]:
+        """Run the next attempt; (its records, run()'s result)."""
+        log: list = []
+        if self.attempt == 0:
+            sq = self.build(log)
+            result = sq.run()
+            self.run_id = sq.run_id
+            assert self.run_id, "no run_id after run()"
+        else:
+            sq = self.build(log, run_mode=sequent.RUN_RECOVER, run_id=self.run_id)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", sequent.FlowChangedWarning)  # the tree is the same
+                result = sq.run()
+            assert sq.run_id == self.run_id, f"recovery changed the run_id: {sq.run_id!r} != {self.run_id!r}"
+        records = list(log)
+        self.check_records(records)
+        _note(f"attempt {self.attempt} ran {sorted({(p, s) for p, s, *_ in records})}; run() -> {result}")
         self.attempt += 1
         return records, result
 
     def plan(self) -> dict:
         """The next recovery's plan (``sequent recover --dry-run``) for the processing steps:
         (path, sequence tuple) -> its action (skip, rerun or new); read before that recovery runs."""
-        sq = build(self.flow, self.flow_stop, self.store, self.logdir, [], self.lock, self.rerun, self.fail1)
+        sq = self.build([])
         plan = sq.plan_recovery(self.run_id)
         assert plan.recovery == self.attempt, f"the plan is for attempt {plan.recovery}, not {self.attempt}"
         paths = processing_paths(self.flow)
@@ -246,9 +255,9 @@ def _ran(records: list) -> set:
 
 
 def _succeeded(flow: list[Node], records: list) -> set:
-    """The occurrences of attempt 0's records that succeeded (those not at a failing sequence)."""
-    fail = {path: node.fail for node, path, *_ in _walk(flow) if not node.is_container}
-    return {(p, s) for p, s, *_ in records if s not in fail[p]}
+    """The occurrences of attempt 0's records that succeeded (whose last try did not fail)."""
+    nodes = {path: node for node, path, *_ in _walk(flow) if not node.is_container}
+    return {(p, s) for p, s, *_ in records if not fails(nodes[p], s)}
 
 
 @pytest.fixture(scope="module")
