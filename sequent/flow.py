@@ -100,9 +100,9 @@ class Sequent(Node):
                      config=self.config, config_tag="", host=self._extra.get("host"),
                      program_file=self.program_file)
         translate(self, ev)
-        from .graph import flow_graph
+        from .graph import graph_text
 
-        ev.graph = flow_graph(self)
+        ev.graph = graph_text(self)  # its text only: the data is not needed while the run goes on
         return ev
 
     def plan_recovery(self, run_id: Optional[str] = None, *, store: Any = None,

@@ -43,6 +43,7 @@ or not started) they colour each node by its outcome.
 from __future__ import annotations
 
 import html
+import json
 import math
 import re
 import reprlib
@@ -103,6 +104,35 @@ def flow_graph(flow: Any) -> dict:
     except Exception as exc:  # never fail a run for its picture: keep what was described so far
         builder.problem = f"the graph is incomplete: {type(exc).__name__}: {exc}"
     return builder.data()
+
+
+#: The most steps a flow may have for its graph to be kept with each attempt.  A larger one keeps
+#: only a note (``{"omitted": steps}``): its graph would cost the run time and memory at its start
+#: (some 10 us and 1 KB a step) and make a drawing nobody reads; ``sequent graph FLOW.py`` still
+#: draws it from the flow file.
+GRAPH_LIMIT = 5_000
+
+
+def graph_text(flow: Any) -> str:
+    """What the engine keeps of the flow's graph with each attempt: :func:`flow_graph` as compact JSON
+    text, or, for a flow of more than GRAPH_LIMIT steps, a note that it was left out."""
+    steps = len(getattr(flow, "_paths", ()))
+    if steps > GRAPH_LIMIT:
+        return json.dumps({"version": GRAPH_VERSION, "flow": str(getattr(flow, "name", "") or ""), "omitted": steps})
+    return json.dumps(flow_graph(flow), separators=(",", ":"))
+
+
+def drawable(graph: Optional[Mapping[str, Any]], shape: Iterable[Any], flow: str) -> tuple[dict, Optional[str]]:
+    """The graph to draw of a stored run, and a note when it is not the whole one: from an old store,
+    or of a flow too large to keep (its steps are drawn from its shape, without requires)."""
+    if graph is not None and not graph.get("omitted"):
+        return dict(graph), None
+    if graph is None:
+        why = "this run recorded no graph (a store written before graphs were kept)"
+    else:
+        why = (f"the run's flow has {graph['omitted']} steps, more than the {GRAPH_LIMIT} whose graph is kept "
+               f"(draw it from its flow file: sequent graph FLOW.py)")
+    return graph_from_shape(shape, flow), f"{why}: its steps are shown without their requires"
 
 
 def graph_from_shape(shape: Iterable[Any], flow: str = "") -> dict:

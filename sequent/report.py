@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 from ._version import __version__
 from .eventor.history import STATES, error_line, state_of
-from .graph import COLOURS, INKS, clean_text, graph_from_shape, step_statuses, to_svg, with_not_started
+from .graph import COLOURS, INKS, clean_text, drawable, step_statuses, to_svg, with_not_started
 
 MAX_GRAPH_NODES = 1500  # above this the graph is left to `sequent graph`
 MAX_TIMELINE_ROWS = 800  # per attempt
@@ -136,11 +136,8 @@ def _summary(detail: Any, store: str, config: Optional[str]) -> str:
 # ----------------------------------------------------------------------------------------- graph
 
 def _graph(detail: Any) -> str:
-    graph = detail.graph
-    note = ""
-    if graph is None:
-        graph = graph_from_shape(detail.shape, detail.run.flow)
-        note = '<p class="note">This run recorded no graph (an older store): its steps are shown without requires.</p>'
+    graph, why = drawable(detail.graph, detail.shape, detail.run.flow)
+    note = f'<p class="note">{esc(why[0].upper() + why[1:])}.</p>' if why else ""
     if graph.get("problem"):
         note += f'<p class="note">{esc(graph["problem"])}</p>'
     statuses = with_not_started(graph, step_statuses(detail.tasks))

@@ -465,3 +465,22 @@ def test_every_nodes_requires_in_the_graph_hold_exactly_when_the_engines_start_c
             fired = set(data.draw(st.lists(st.sampled_from(statuses), unique=True), label="fired")) if statuses \
                 else set()
             assert graph_holds(graph, name, fired) == condition.holds(fired), (name, sorted(fired))
+
+
+def test_a_flow_larger_than_the_graph_limit_keeps_only_a_note_and_is_drawn_from_its_shape(tmp_path, monkeypatch,
+                                                                                            capsys):
+    import sequent.graph as graphs
+
+    monkeypatch.setattr(graphs, "GRAPH_LIMIT", 3)
+    store = str(tmp_path / "big.db")
+    flow = seq.Sequent(name="big", store=store, config={"task_construct": "thread",
+                                                         "LOGGING": {"logdir": str(tmp_path), "console": False}})
+    prev = None
+    for i in range(4):
+        prev = flow.add_step(f"s{i}", func=work, requires=((prev, S),) if prev is not None else ())
+    assert flow.run()
+    assert run_detail(store, flow.run_id).graph == {"version": 1, "flow": "big", "omitted": 4}
+    assert main(["graph", store, flow.run_id]) == 0
+    out, err = capsys.readouterr()
+    assert "the run's flow has 4 steps, more than the 3 whose graph is kept" in err
+    assert all(f"s{i}" in out for i in range(4)) and "-->" not in out  # its steps, without requires

@@ -80,14 +80,12 @@ def read_run(store: str, run_id: Optional[str], latest: bool, config: Optional[s
 
 def stored_graph(store: str, run_id: Optional[str], latest: bool, config: Optional[str]) -> tuple[dict, dict]:
     """The graph a run recorded and each of its steps' outcome (its shape without requires from an old store)."""
-    from ..graph import graph_from_shape, step_statuses, with_not_started
+    from ..graph import drawable, step_statuses, with_not_started
 
     detail = read_run(store, one_run(run_id, latest, "graph"), latest, config)
-    graph = detail.graph
-    if graph is None:
-        print(f"sequent: run {detail.run.run_id} recorded no graph (a store written before graphs were kept): "
-              f"drawing its steps without their requires", file=sys.stderr)
-        graph = graph_from_shape(detail.shape, detail.run.flow)
+    graph, note = drawable(detail.graph, detail.shape, detail.run.flow)
+    if note:
+        print(f"sequent: run {detail.run.run_id}: {note}", file=sys.stderr)
     return graph, with_not_started(graph, step_statuses(detail.tasks))
 
 

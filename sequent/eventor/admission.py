@@ -74,21 +74,14 @@ class Admission:
 
     def admit(self, task: Task) -> None:
         """Queue a ready task (a processing step, or a container that acquires pools)."""
-        step = task.step
-        if step.acquires:
+        if task.step.acquires:
             self.wanting.append(task)
-        elif step.config.max_concurrent >= 1:
-            self.limited.setdefault(step, deque()).append(task)
         else:
-            placement = self.placement(step)
-            queue = self.queues.get(placement)
-            if queue is None:
-                queue = self.queues[placement] = deque()
-            queue.append(task)
+            self.readmit(task)
 
     def readmit(self, task: Task) -> None:
-        """Queue a task for its next try: it waits for an executor and the limits again, and keeps
-        the pools it holds from its first try."""
+        """Queue a task for an executor and the limits (also for its next try: it keeps the pools
+        it holds from its first one)."""
         step = task.step
         if step.config.max_concurrent >= 1:
             self.limited.setdefault(step, deque()).append(task)

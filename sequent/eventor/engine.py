@@ -154,9 +154,9 @@ class Eventor:
         self._step_defaults = {k: self.config[k] for k in _config.STEP_KEYS}
         self._configs: dict[tuple, StepConfig] = {}
         self._sequences: dict[tuple, tuple] = {}
-        #: The flow's steps and requires as its builder describes them (plain JSON data, kept with each
-        #: attempt for ``sequent graph`` and ``sequent report``); None: the program's own shape only.
-        self.graph: Optional[Mapping[str, Any]] = None
+        #: The flow's steps and requires as its builder describes them (JSON data, or its text, kept with
+        #: each attempt for ``sequent graph`` and ``sequent report``); None: the program's own shape only.
+        self.graph: Union[str, Mapping[str, Any], None] = None
 
     # -- building -------------------------------------------------------------------------------
 

@@ -65,8 +65,26 @@ class RunInfo:
     duration: Optional[float] = None  # seconds its attempts ran, added up (see the module's text)
 
 
+class _Ended:
+    """What a task and a try both tell of their times and error (they have started, ended, error)."""
+
+    started: Optional[datetime.datetime]
+    ended: Optional[datetime.datetime]
+    error: Optional[str]
+
+    @property
+    def duration(self) -> Optional[float]:
+        """Seconds from its start to its end; None when it did not start or has not ended."""
+        return _seconds(self.started, self.ended)
+
+    @property
+    def error_line(self) -> str:
+        """The line of its error that names the exception (see :func:`error_line`); '' without an error."""
+        return error_line(self.error)
+
+
 @dataclass(frozen=True)
-class TaskInfo:
+class TaskInfo(_Ended):
     """One task of a run: a step at a sequence, in one attempt (``recovery``)."""
 
     step: str
@@ -86,19 +104,10 @@ class TaskInfo:
     tries: Optional[int] = None  # the try running now or run last; None: its first (or an older store)
     retry_at: Optional[datetime.datetime] = None  # when its next try is due, while it waits for one (UTC)
 
-    @property
-    def duration(self) -> Optional[float]:
-        """Seconds from its start to its end; None when it did not start or has not ended."""
-        return _seconds(self.started, self.ended)
-
-    @property
-    def error_line(self) -> str:
-        """The line of its error that names the exception (see :func:`error_line`); '' without an error."""
-        return error_line(self.error)
 
 
 @dataclass(frozen=True)
-class TryInfo:
+class TryInfo(_Ended):
     """One recorded try of a task (a step at a sequence, in attempt ``recovery``): how it ended."""
 
     step: str
@@ -112,15 +121,6 @@ class TryInfo:
     error: Optional[str]
     timed_out: bool  # stopped because it ran past its step's timeout
 
-    @property
-    def duration(self) -> Optional[float]:
-        """Seconds from its start to its end; None without both."""
-        return _seconds(self.started, self.ended)
-
-    @property
-    def error_line(self) -> str:
-        """The line of its error that names the exception (see :func:`error_line`); '' without an error."""
-        return error_line(self.error)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
@@ -441,7 +441,8 @@ class Store:
 
     def start_attempt(self, *, run_id: str, flow: str, program: Optional[str], host: str, mode: str,
                       recovery: int, based_on: Optional[int], fingerprint: str, steps: Iterable[Any],
-                      graph: Optional[Mapping[str, Any]] = None, logging: Optional[Mapping[str, Any]] = None) -> None:
+                      graph: Union[str, Mapping[str, Any], None] = None,
+                      logging: Optional[Mapping[str, Any]] = None) -> None:
         """Record that an attempt at a run starts (recovery 0 creates the run's row)."""
         now = time.time()
         with self._tx() as conn:
@@ -454,7 +455,7 @@ class Store:
             conn.execute(attempts.insert().values(
                 run_id=run_id, recovery=recovery, mode=mode, based_on=based_on, host=host, pid=os.getpid(),
                 started=now, fingerprint=fingerprint, steps=json.dumps(list(steps)),
-                graph=None if graph is None else json.dumps(graph),
+                graph=graph if graph is None or isinstance(graph, str) else json.dumps(graph),
                 logging=None if logging is None else json.dumps(logging)))
 
     def end_attempt(self, run_id: str, recovery: int, outcome: str, *, close_run: bool = True) -> None:
