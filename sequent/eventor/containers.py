@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable
 
 from .model import StepStatus, format_sequence
-from .tasks import Iteration, Task
+from .tasks import Iteration, Repeat, Task
 from .text import SEQUENCE_LIMIT, exception_text, item_text
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ class ContainerRuns:
         self._move(task, StepStatus.active)
         repeats = task.step.repeats
         try:
-            task.iterator = iter(repeats() if callable(repeats) else repeats if repeats is not None else ())
+            task.repeat = Repeat(iter(repeats() if callable(repeats) else repeats if repeats is not None else ()))
         except Exception as exc:
             self._end_container(task, failed=True, error=f"repeats of container {task.step.name} failed: {exception_text(exc)}")
             return
@@ -57,27 +57,29 @@ class ContainerRuns:
         a time as the original; 0, no limit), going through empty ones; end it once none is open and
         none may start: its repeats are used up, an iteration failed, or the run stops around it."""
         limit = task.step.config.parallel_iterations
-        while not (task.exhausted or task.failure is not None or task.iteration.halted()) and \
-                (limit < 1 or task.open < limit):
+        run = task.repeat
+        assert run is not None
+        while not (run.exhausted or run.failure is not None or task.iteration.halted()) and \
+                (limit < 1 or run.open < limit):
             try:
-                item = next(task.iterator, _END)
+                item = next(run.iterator, _END)
             except Exception as exc:
-                task.failure = f"repeats of container {task.step.name} failed: {exception_text(exc)}"
+                run.failure = f"repeats of container {task.step.name} failed: {exception_text(exc)}"
                 break
             if item is _END or item is None:
-                task.exhausted = True
+                run.exhausted = True
                 break
-            task.iterations += 1
-            seq = task.seq + (task.iterations,)
+            run.iterations += 1
+            seq = task.seq + (run.iterations,)
             if len(format_sequence(seq)) > SEQUENCE_LIMIT:
-                task.failure = (f"iteration {task.iterations} would have a sequence longer than the store keeps "
-                                f"({SEQUENCE_LIMIT} characters)")
+                run.failure = (f"iteration {run.iterations} would have a sequence longer than the store keeps "
+                               f"({SEQUENCE_LIMIT} characters)")
                 break
             self._open_iteration(task, seq, item)
-        if task.open == 0:
-            if task.failure is not None:
-                self._end_container(task, failed=True, error=task.failure)
-            elif task.exhausted:
+        if run.open == 0:
+            if run.failure is not None:
+                self._end_container(task, failed=True, error=run.failure)
+            elif run.exhausted:
                 self._end_container(task, failed=False)
             else:  # the run stops around it
                 self._end_container(task, failed=True, error="stopped before its end: the run is stopping", quiet=True)
@@ -85,7 +87,7 @@ class ContainerRuns:
     def _open_iteration(self, task: Task, seq: tuple, item: object) -> None:
         """Start one iteration: record its item, fire its starters; close it at once when nothing started."""
         iteration = Iteration(task, seq, task.iteration, item)
-        task.open += 1
+        task.repeat.open += 1  # type: ignore[union-attr]
         self.open_iterations[(task.step.name, seq)] = iteration
         self.writer.iteration(task.step.name, format_sequence(seq), item_text(item), self.now())
         self._check_item(task, seq, item)
@@ -104,7 +106,9 @@ class ContainerRuns:
         """Forget an ended iteration; a failed or stopped one keeps its container from starting more."""
         task = iteration.owner
         del self.open_iterations[(task.step.name, iteration.seq)]
-        task.open -= 1
+        run = task.repeat
+        assert run is not None
+        run.open -= 1
         fired = self.fired.pop(iteration.seq, None)
         if fired:  # keep the events of other containers iterating at the same sequence
             scope = task.step.name
@@ -112,8 +116,8 @@ class ContainerRuns:
             rest = {name for name in fired if events[name].scope != scope}
             if rest:
                 self.fired[iteration.seq] = rest
-        if iteration.failed and task.failure is None:
-            task.failure = f"an unhandled failure in iteration {format_sequence(iteration.seq)}"
+        if iteration.failed and run.failure is None:
+            run.failure = f"an unhandled failure in iteration {format_sequence(iteration.seq)}"
 
     def _check_item(self, task: Task, seq: tuple, item: object) -> None:
         """In a recovery, say when the repeats give an iteration another item than the run recorded

@@ -44,8 +44,7 @@ class Task:
     """A step at a sequence, in this attempt."""
 
     __slots__ = ("id", "step", "seq", "seq_str", "iteration", "status", "created", "started", "recorded",
-                 "iterator", "iterations", "open", "exhausted", "failure", "holds", "executor", "host",
-                 "try_number", "try_started", "timed_out", "resume_at")
+                 "repeat", "holds", "executor", "host", "try_number", "try_started", "timed_out", "resume_at")
 
     def __init__(self, id: int, step: StepDef, seq: tuple, iteration: Iteration, now: float):
         self.id = id
@@ -57,12 +56,7 @@ class Task:
         self.created = now
         self.started: Optional[float] = None
         self.recorded = False  # has a row in the store (committed or buffered)
-        # containers only
-        self.iterator: Optional[Iterator] = None
-        self.iterations = 0  # started so far
-        self.open = 0  # iterations running now
-        self.exhausted = False  # its repeats gave their last item
-        self.failure: Optional[str] = None  # why it fails: no new iteration starts
+        self.repeat: Optional[Repeat] = None  # a container's iterations, once it started
         self.holds = False  # holds resources it has not given back yet
         self.executor = None  # what runs it, once it started (processing steps)
         self.host: Optional[str] = None  # where it runs, when not here (a container: its copy's host)
@@ -75,6 +69,19 @@ class Task:
     def __repr__(self) -> str:
         return (f"<Task(id='{self.id}', step_id='{self.step.name}', sequence='{self.seq_str}', "
                 f"status='{self.status}')>")
+
+
+class Repeat:
+    """A started container's iterations: what its repeats give, how many started and run now."""
+
+    __slots__ = ("iterator", "iterations", "open", "exhausted", "failure")
+
+    def __init__(self, iterator: Iterator):
+        self.iterator = iterator
+        self.iterations = 0  # started so far
+        self.open = 0  # running now
+        self.exhausted = False  # its repeats gave their last item
+        self.failure: Optional[str] = None  # why the container fails: no new iteration starts
 
 
 class Timer:
