@@ -124,6 +124,14 @@ def test_parallel_iterations_runs_up_to_n_iterations_at_once(tmp_path, parallel,
     assert most_at_once() == expected  # 1: the original's order; 0: no limit
 
 
+def test_parallel_iterations_still_keep_the_flows_max_concurrent(tmp_path):
+    flow = seq.Sequent(name="capped", store=str(tmp_path / "s.db"), config=config(tmp_path, max_concurrent=2))
+    each = flow.add_step("each", repeats=list(range(6)), config={"parallel_iterations": 0})
+    each.add_step("work", func=overlap)
+    assert flow.run()
+    assert most_at_once() == 2  # every iteration open at once, two tasks running at a time
+
+
 def test_parallel_iterations_is_the_containers_own_not_its_inner_containers(tmp_path):
     flow = seq.Sequent(name="nest", store=str(tmp_path / "s.db"), config=config(tmp_path, max_concurrent=16))
     outer = flow.add_step("outer", repeats=[1, 2], config={"parallel_iterations": 2})

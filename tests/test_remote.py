@@ -375,3 +375,15 @@ def test_a_step_on_localhost_or_this_hosts_name_runs_here_with_any_store(tmp_pat
         [socket.gethostname()] * 2
     tasks = {t.step: t for t in seq.run_tasks(str(tmp_path / "store.db"), flow.run_id)}
     assert tasks["a"].owner is None and tasks["a"].pid != os.getpid()  # a local process task
+
+
+def test_a_remote_task_past_its_timeout_is_stopped_with_its_children_and_fails_saying_so(remote: Remote) -> None:
+    flow = remote.flow(config=remote.config(shutdown_grace=1.0))
+    flow.add_step("s1", remotefuncs.child_sleep, args=(remote.journal, 120), hosts=["h1"],
+                  config={"timeout": 2})
+    assert flow.run() is False
+    sleeper = int(next(line for line in remote.lines() if line.startswith("sleep ")).split()[1])
+    assert gone(sleeper, 10), "the remote task's own child survived its timeout"
+    task = remote.tasks(flow.run_id)["s1/1/0"]
+    assert task.status == "failure" and task.error.startswith("timed out after 2 s: stopped"), task.error
+    remote.no_sessions_left()
