@@ -45,6 +45,12 @@ def add_json_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """Plain aligned columns, two spaces apart, no trailing blanks."""
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    return "\n".join("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip() for row in [headers, *rows])
+
+
 def print_json(data: Any) -> None:
     """``data`` as indented JSON on stdout (datetimes as ISO 8601 strings)."""
     json.dump(data, sys.stdout, indent=2, default=_plain, ensure_ascii=False)

@@ -18,7 +18,7 @@ import shlex
 import sys
 from typing import Any, Callable, Optional, TypeVar
 
-from . import NOTHING, OK, USAGE, Command, CommandError, add_json_argument, add_store_arguments, print_json
+from . import NOTHING, OK, USAGE, Command, CommandError, add_json_argument, add_store_arguments, print_json, table
 
 _T = TypeVar("_T")
 
@@ -47,12 +47,6 @@ def human_duration(seconds: Optional[float]) -> str:
     if whole < 86400:
         return f"{whole // 3600} h {whole % 3600 // 60} min"
     return f"{whole // 86400} d {whole % 86400 // 3600} h"
-
-
-def table(headers: list[str], rows: list[list[str]]) -> str:
-    """Plain aligned columns, two spaces apart, no trailing blanks."""
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
-    return "\n".join("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip() for row in [headers, *rows])
 
 
 def _short(text: Optional[str], width: int = _ITEM_WIDTH) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from . import NOTHING, OK, RUN_FAILED, Command, CommandError, add_json_argument, print_json
+from . import NOTHING, OK, RUN_FAILED, Command, CommandError, add_json_argument, print_json, table
 
 
 def _flow_arguments(parser: argparse.ArgumentParser, *, run_id: bool = False) -> None:
@@ -111,13 +111,8 @@ def _plan_text(plan: Any) -> str:
     rows = [[e.step, e.sequence or "-", e.recorded or "not started", e.action.upper() if e.action != NEW else "new",
              e.why] for e in plan.entries]
     counts = ", ".join(f"{n} {action}" for action, n in sorted(plan.counts().items()))
-    return "\n".join([head, "", _table(["STEP", "SEQUENCE", "RECORDED", "PLAN", "WHY"], rows), "",
+    return "\n".join([head, "", table(["STEP", "SEQUENCE", "RECORDED", "PLAN", "WHY"], rows), "",
                       f"In all: {counts}. Nothing was changed (dry run)."])
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
-    return "\n".join("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip() for row in [headers, *rows])
 
 
 COMMANDS: list[Command] = [

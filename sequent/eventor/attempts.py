@@ -12,10 +12,10 @@ import logging
 import os
 import time
 import warnings
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from . import runlock
-from .errors import EventorError, FlowChangedWarning
+from .errors import EventorError, FlowChangedWarning, NoRunError
 from .model import RunMode
 from .outcome import RunEnd
 
@@ -36,7 +36,7 @@ def find_run(store: Store, run_id: Optional[str], flow: str) -> str:
         return run_id
     latest = store.latest_run(flow)
     if latest is None:
-        raise EventorError(f"no run of flow {flow!r} to recover in store {store.target.display}")
+        raise NoRunError(f"no run of flow {flow!r} to recover in store {store.target.display}")
     return latest
 
 
@@ -97,26 +97,40 @@ def prepare(store: Store, *, run_id: str, flow: str, mode: RunMode, recovery_run
             shape: list) -> tuple[int, dict, dict, Optional[int]]:
     """The attempt's number and, for a recovery, what earlier attempts left: (recovery, task states,
     delays started, the attempt compared with).  Read with the run's lock held."""
-    where = store.target.display
     if mode is RunMode.restart:
         if store.get_run(run_id) is not None:
-            raise EventorError(f"run_id {run_id!r} already exists in store {where}: recover it "
+            raise EventorError(f"run_id {run_id!r} already exists in store {store.target.display}: recover it "
                                f"with run_mode=RUN_RECOVER, or start a new run with another run_id")
         return 0, {}, {}, None
+    run = check_run(store, run_id, flow)
+    based_on = check_attempt(store, run, recovery_run, shape)
+    return (run.recovery + 1, store.previous_states(run_id, based_on), store.previous_delays(run_id, based_on),
+            based_on)
+
+
+def check_run(store: Store, run_id: str, flow: str) -> Any:
+    """The run a recovery of ``flow`` recovers, or why it cannot: no such run, or another flow's."""
+    where = store.target.display
     run = store.get_run(run_id)
     if run is None:
-        raise EventorError(f"no run {run_id!r} to recover in store {where}")
+        raise NoRunError(f"no run {run_id!r} to recover in store {where}")
     if run.flow != flow:
         raise EventorError(f"run {run_id!r} in store {where} is a run of flow {run.flow!r}, not of flow "
                            f"{flow!r}: recover it with the flow that made it")
-    latest = run.recovery
-    based_on = latest if recovery_run is None else recovery_run
-    if not isinstance(based_on, int) or store.attempt(run_id, based_on) is None:
-        raise EventorError(f"run {run_id!r} in store {where} has no attempt {recovery_run!r} "
-                           f"(its attempts are 0..{latest})")
-    check_shape(json.loads(store.attempt(run_id, based_on).steps or "[]"), shape, run_id, where)
-    return (latest + 1, store.previous_states(run_id, based_on), store.previous_delays(run_id, based_on),
-            based_on)
+    return run
+
+
+def check_attempt(store: Store, run: Any, recovery_run: Optional[int], shape: list) -> int:
+    """The attempt a recovery of ``run`` compares with (its latest, or ``recovery_run``), or why it
+    cannot: no such attempt, or a flow whose steps cannot match it (a changed flow only warns)."""
+    where = store.target.display
+    based_on = run.recovery if recovery_run is None else recovery_run
+    earlier = store.attempt(run.run_id, based_on) if isinstance(based_on, int) else None
+    if earlier is None:
+        raise EventorError(f"run {run.run_id!r} in store {where} has no attempt {recovery_run!r} "
+                           f"(its attempts are 0..{run.recovery})")
+    check_shape(json.loads(earlier.steps or "[]"), shape, run.run_id, where)
+    return based_on
 
 
 def check_shape(stored: list, shape: list, run_id: str, where: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import os
 import shlex
@@ -705,24 +704,14 @@ class Eventor:
         """What :meth:`_check_store` asks of a store that holds runs."""
         where = reader.target.display
         self.run_id = attempts.find_run(reader, self.run_id, self.name)
-        run = reader.get_run(self.run_id)
-        if run is None:
-            raise NoRunError(f"no run {self.run_id!r} to recover in store {where}")
-        if run.flow != self.name:
-            raise EventorError(f"run {self.run_id!r} in store {where} is a run of flow {run.flow!r}, not of "
-                               f"flow {self.name!r}: recover it with the flow that made it")
+        run = attempts.check_run(reader, self.run_id, self.name)
         from .schema import SCHEMA_VERSION
 
         if reader.version < SCHEMA_VERSION:  # an older store: the run checks it once it brought it up to date
             return
-        based_on = run.recovery if self.recovery_run is None else self.recovery_run
-        earlier = reader.attempt(self.run_id, based_on) if isinstance(based_on, int) else None
-        if earlier is None:
-            raise EventorError(f"run {self.run_id!r} in store {where} has no attempt {self.recovery_run!r} "
-                               f"(its attempts are 0..{run.recovery})")
         with warnings.catch_warnings():  # the run itself warns of a changed flow, once
             warnings.simplefilter("ignore", FlowChangedWarning)
-            attempts.check_shape(json.loads(earlier.steps or "[]"), self._shape(), self.run_id, where)
+            attempts.check_attempt(reader, run, self.recovery_run, self._shape())
         holder = reader.lock_holder(self.run_id)
         if holder is not None and not runlock.is_stale(holder) and runlock.draining(holder) is None:
             raise EventorError(f"run {self.run_id!r} in store {where} is being run by "
