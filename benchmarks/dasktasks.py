@@ -261,23 +261,10 @@ class Bench(workers.ServiceBench):
         self.say("Targets:")
         self.target(f"sequent ms per task / Dask's (chain of {a.n}, wall / N)", ratio, GOAL_X, "x")
 
-    def target(self, name: str, value: float, limit: float, unit: str) -> None:
-        verdict = "PASS" if value <= limit else "FAIL"
-        self.results["targets"].append({"target": name, "value": value, "limit": limit, "result": verdict})
-        self.say(f"  {verdict}  {name:<52} {value:.2f}{unit} (goal <= {limit:g}{unit})")
-
     def main(self) -> int:
-        import platform
         import tempfile
 
-        a = self.args
-        self.say(f"sequent Dask benchmark: Python {platform.python_version()} on {platform.platform()}, "
-                 f"{os.cpu_count()} CPUs")
-        self.say(f"Load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-        self.results["meta"] = {"python": platform.python_version(), "platform": platform.platform(),
-                                "cpus": os.cpu_count(), "n": a.n, "repeat": a.repeat,
-                                "loadavg_start": os.getloadavg(),
-                                "logging": "WARNING, no console (per-task INFO logging off)"}
+        self.begin("Dask")
         code = 0
         try:
             address = self.cluster()

@@ -127,24 +127,12 @@ class Bench(workers.ServiceBench):
         self.say(f"Fan-out over independent steps, per task: {ratio:.2f}x")
         self.say()
         self.say("Targets:")
-        verdict = "PASS" if ratio <= GOAL else "FAIL"
-        self.results["targets"].append({"target": "fanout ms per task vs independent", "value": ratio,
-                                        "limit": GOAL, "result": verdict})
-        self.say(f"  {verdict}  fan-out ms per task vs independent (N={a.n}) {ratio:.2f}x (limit {GOAL:g}x)")
+        self.target(f"fan-out ms per task vs independent (N={a.n})", ratio, GOAL, "x", width=44)
 
     def main(self) -> int:
-        import platform
-
-        a = self.args
-        self.say(f"sequent fan-out benchmark: Python {platform.python_version()} on {platform.platform()}, "
-                 f"{os.cpu_count()} CPUs")
-        self.say(f"Load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        self.begin("fan-out", store="SQLite file in a fresh temp dir per run")
         self.say("Store: SQLite file in a fresh temp dir per run; logging: WARNING, no console "
                  "(per-task INFO logging is off)")
-        self.results["meta"] = {"python": platform.python_version(), "platform": platform.platform(),
-                                "cpus": os.cpu_count(), "n": a.n, "repeat": a.repeat, "loadavg_start": os.getloadavg(),
-                                "store": "SQLite file in a fresh temp dir per run",
-                                "logging": "WARNING, no console (per-task INFO logging off)"}
         try:
             self.measure()
         except Failed as exc:

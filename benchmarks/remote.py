@@ -155,25 +155,13 @@ class Bench(workers.ServiceBench):
                  f"+{(remote['wall_1_s'] - local['wall_1_s']) * 1e3:.0f} ms once per run and host")
         self.say()
         self.say("Targets:")
-        self.target(f"remote ms per task (chain of {a.n}, wall / N)", remote["ms_per_task"], GOAL_MS, " ms")
-
-    def target(self, name: str, value: float, limit: float, unit: str) -> None:
-        verdict = "PASS" if value < limit else "FAIL"
-        self.results["targets"].append({"target": name, "value": value, "limit": limit, "result": verdict})
-        self.say(f"  {verdict}  {name:<44} {value:.2f}{unit} (goal < {limit:g}{unit})")
+        self.target(f"remote ms per task (chain of {a.n}, wall / N)", remote["ms_per_task"], GOAL_MS, " ms",
+                    width=44, below=True)
 
     def main(self) -> int:
-        import platform
         import tempfile
 
-        a = self.args
-        self.say(f"sequent remote benchmark: Python {platform.python_version()} on {platform.platform()}, "
-                 f"{os.cpu_count()} CPUs")
-        self.say(f"Load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-        self.results["meta"] = {"python": platform.python_version(), "platform": platform.platform(),
-                                "cpus": os.cpu_count(), "n": a.n, "repeat": a.repeat,
-                                "loadavg_start": os.getloadavg(),
-                                "logging": "WARNING, no console (per-task INFO logging off)"}
+        self.begin("remote")
         code = 0
         try:
             ssh_config, host = self.hosts()

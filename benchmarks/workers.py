@@ -73,6 +73,27 @@ class ServiceBench:
     def say(self, text: str = "") -> None:
         print(text, flush=True)
 
+    def begin(self, what: str, **meta: object) -> None:
+        """The opening lines (interpreter, machine, load) and the run's meta data (``meta`` added)."""
+        import platform
+
+        a = self.args
+        self.say(f"sequent {what} benchmark: Python {platform.python_version()} on {platform.platform()}, "
+                 f"{os.cpu_count()} CPUs")
+        self.say(f"Load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        self.results["meta"] = {"python": platform.python_version(), "platform": platform.platform(),
+                                "cpus": os.cpu_count(), "n": a.n, "repeat": a.repeat,
+                                "loadavg_start": os.getloadavg(),
+                                "logging": "WARNING, no console (per-task INFO logging off)", **meta}
+
+    def target(self, name: str, value: float, limit: float, unit: str, *, width: int = 52,
+               below: bool = False) -> None:
+        """Record and print one target: PASS when ``value`` <= ``limit`` (< with ``below``)."""
+        passed = value < limit if below else value <= limit
+        verdict = "PASS" if passed else "FAIL"
+        self.results["targets"].append({"target": name, "value": value, "limit": limit, "result": verdict})
+        self.say(f"  {verdict}  {name:<{width}} {value:.2f}{unit} (goal {'<' if below else '<='} {limit:g}{unit})")
+
     def store(self) -> str:
         """The PostgreSQL URL: given (--store), or a throwaway cluster started here."""
         import tempfile
