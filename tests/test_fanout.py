@@ -351,3 +351,19 @@ def test_the_defaults_keep_the_originals_behaviour(tmp_path):
     assert flow.run()
     assert [s["tries"] for s in SEEN if isinstance(s, dict)] == [1, 1, 1]
     assert [s["seq"] for s in SEEN if isinstance(s, dict)] == ["1.1", "1.2", "1.3"]
+
+
+def test_an_item_a_process_task_cannot_receive_fails_that_task_not_the_run_and_a_thread_task_gets_it(tmp_path):
+    lock = threading.Lock()  # does not pickle
+    store = str(tmp_path / "s.db")
+    flow = seq.Sequent(name="odd", store=store, config=config(tmp_path, task_construct="process"))
+    each = flow.add_step("each", repeats=[lock])
+    each.add_step("work", func=print, args=("x",))
+    assert flow.run() is False  # recorded as the task's failure; the coordinator goes on to the end
+    [work] = [t for t in seq.run_tasks(store, flow.run_id) if t.step == "each_work"]
+    assert work.status == "failure" and work.error.startswith("could not be started: TypeError")
+    assert "must pickle" in work.error
+    threads = seq.Sequent(name="odd_threads", store=store, config=config(tmp_path))
+    each = threads.add_step("each", repeats=[lock])
+    each.add_step("work", func=lambda item: see(same=item is lock), config={"item_arg_name": "item"})
+    assert threads.run() and SEEN == [{"same": True}]

@@ -36,7 +36,7 @@ from .runners import Inbox
 from .signals import SignalCatcher
 from .history import error_line
 from .summary import DROPPED, FAILURE, RUNNING, SKIPPED, SUCCESS, WAITING, Failure, Tally, failure_handlers
-from .text import ERROR_LIMIT, RESULT_LIMIT, TRACEBACK_LIMIT, item_text, storable
+from .text import ERROR_LIMIT, RESULT_LIMIT, TRACEBACK_LIMIT, exception_text, item_text, storable
 
 if TYPE_CHECKING:
     from .executors import Executor
@@ -548,7 +548,11 @@ class Coordinator(ContainerRuns):
         timeout = task.step.config.timeout
         if timeout is not None:
             self.deadlines[task.id] = self._push(Timer.for_task("timeout", self.now() + timeout, task))
-        task.executor.submit(task.id, task.step, ctx)
+        try:
+            task.executor.submit(task.id, task.step, ctx)
+        except Exception as exc:  # the task fails, never the coordinator (e.g. an item that does not pickle)
+            self.inbox.put(TaskOutcome.failed(task.id, f"could not be started: {exception_text(exc)} (a process "
+                                              f"task's context, its item included, must pickle)", host=task.host))
 
     def _finished(self, outcome: TaskOutcome) -> None:
         task = self.running.pop(outcome.task_id, None)
