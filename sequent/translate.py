@@ -107,6 +107,11 @@ def _check_acyclic(container: Node) -> None:
         visit(child, [])
 
 
+def _requires_any(step: Step) -> bool:
+    """Whether the step requires anything (its requires hold at least one ``(step, status)``)."""
+    return next(iter(pairs(step.requires)), None) is not None
+
+
 def translate(flow: Node, eventor: Eventor) -> None:
     """Add the whole tree of ``flow`` to ``eventor``: events, steps, containers, associations."""
     _translate_container(flow, eventor, scope=None, config={}, pools={})
@@ -130,29 +135,36 @@ def _translate_container(container: Node, ev: Eventor, scope: Optional[str], con
     ``(container path, scope)`` when they differ (inside a copy); ``host`` is the host the
     children inherit, if any.
     """
+    # nothing here is kept per child for the whole loop but the statuses others require of it: a
+    # container of 100,000 steps would hold some 300 bytes a step more while it is translated
     children = container.children
-    child_pairs = {child: list(pairs(child.requires)) for child in children}
-    if any(child_pairs.values()):
+    if any(_requires_any(child) for child in children):
         _check_acyclic(container)
-    bases = {child: child.path if rename is None else rename[1] + child.path[len(rename[0]):]
-             for child in children}
-    copies = {child: _copies(child, bases[child]) for child in children}
-    names = {child: [name for name, _ in copies[child]] for child in children}
-    required: dict[Step, set[StepStatus]] = {}
+
+    def base(child: Step) -> str:
+        return child.path if rename is None else rename[1] + child.path[len(rename[0]):]
+
+    def names(child: Step) -> list[str]:
+        return [name for name, _ in _copies(child, base(child))]
+
+    required: dict[Step, tuple[StepStatus, ...]] = {}
     for child in children:
-        for pair in child_pairs[child]:
-            required.setdefault(pair.step, set()).update(_statuses(pair.status, len(names[pair.step]) > 1))
+        for pair in pairs(child.requires):
+            wanted = _statuses(pair.status, pair.step.is_container and len(pair.step.hosts) > 1)
+            known = required.get(pair.step, ())
+            required[pair.step] = known + tuple(status for status in wanted if status not in known)
     starters: list[str] = []
     for child in children:
-        start = f"{bases[child]}_start"  # one start event for all the copies
-        if child_pairs[child]:
-            ev.add_event(start, condition(child.requires, names.__getitem__), scope=scope)
+        start = f"{base(child)}_start"  # one start event for all the copies
+        if _requires_any(child):
+            ev.add_event(start, condition(child.requires, names), scope=scope)
         else:
             ev.add_event(start, scope=scope)
             starters.append(start)
         child_config = merge(config, child.config) if child.config else config
         acquires, releases = _pools(ev, child.acquires, pools), _pools(ev, child.releases, pools)
-        for name, own_host in copies[child]:
+        copies = _copies(child, base(child))
+        for name, own_host in copies:
             _check_engine_name(ev, name, child)
             triggers = {}
             for status in sorted(required.get(child, ())):
@@ -176,7 +188,7 @@ def _translate_container(container: Node, ev: Eventor, scope: Optional[str], con
                             acquires=acquires, releases=releases,
                             host=tuple(hosts) if hosts else None,
                             import_module=child.import_module or None, import_file=child.import_file)
-        ev.add_assoc(start, *names[child], delay=child.delay)
+        ev.add_assoc(start, *(name for name, _ in copies), delay=child.delay)
     if scope is None:
         for start in starters:
             ev.trigger_event(start, 1)

@@ -114,11 +114,12 @@ class Coordinator(ContainerRuns):
         self.kill_at: Optional[float] = None  # when running tasks get SIGKILL after a signal
 
         # program indexes
-        self.dependents: dict[str, list] = {}
+        dependents: dict[str, list] = {}
         for ev in program.events.values():
             if ev.condition is not None:
                 for ref in set(ev.condition.refs()):
-                    self.dependents.setdefault(ref, []).append(ev)
+                    dependents.setdefault(ref, []).append(ev)
+        self.dependents: dict[str, tuple] = {ref: tuple(evs) for ref, evs in dependents.items()}
 
         self.root = Iteration(None, (), None)
         self.open_iterations: dict[tuple[str, tuple], Iteration] = {}

@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # imported when a run starts: `import sequent` stays light
 
 EventRef = Union[EventDef, str]
 _NO_KWARGS: Mapping[str, Any] = {}  # shared by the steps without kwargs; never changed
+_NO_TRIGGERS: Mapping[StepStatus, tuple[str, ...]] = {}  # shared by the steps that trigger nothing; never changed
 StepRef = Union[StepDef, str]
 
 
@@ -201,10 +202,10 @@ class Eventor:
             self._configs[key] = made
         return made
 
-    def _triggers(self, triggers: Optional[Mapping], name: str) -> dict[StepStatus, tuple[str, ...]]:
-        result: dict[StepStatus, tuple[str, ...]] = {}
+    def _triggers(self, triggers: Optional[Mapping], name: str) -> Mapping[StepStatus, tuple[str, ...]]:
         if not triggers:
-            return result
+            return _NO_TRIGGERS
+        result: dict[StepStatus, tuple[str, ...]] = {}
         for status, events in triggers.items():
             try:
                 status = StepStatus(status)
@@ -370,7 +371,10 @@ class Eventor:
             name = _name(target, "a step or an event")
             is_step = (True if isinstance(target, StepDef) or name in self.program.steps else
                        False if isinstance(target, EventDef) or name in self.program.events else None)
-            self.program.assocs.setdefault(ev, []).append(Assoc(ev, name, is_step, float(delay)))
+            assocs = self.program.assocs.get(ev)
+            if not isinstance(assocs, list):  # none yet, or made a tuple by validate()
+                assocs = self.program.assocs[ev] = list(assocs or ())
+            assocs.append(Assoc(ev, name, is_step, float(delay)))
 
     def trigger_event(self, event: EventRef, sequence: Any = 1) -> None:
         """Fire ``event`` at ``sequence`` when the run starts."""
@@ -394,8 +398,9 @@ class Eventor:
         for name, assocs in p.assocs.items():
             if name not in p.events:
                 raise EventorError(f"association of unknown event {name!r}")
-            assocs[:] = [a if a.target_is_step is not None else
-                         Assoc(a.event, a.target, a.target in p.steps, a.delay) for a in assocs]
+            # resolved, and kept as a tuple: a large flow has one list per event otherwise
+            assocs = p.assocs[name] = tuple(a if a.target_is_step is not None else
+                                            Assoc(a.event, a.target, a.target in p.steps, a.delay) for a in assocs)
             for a in assocs:
                 if a.target_is_step and a.target not in p.steps:
                     raise EventorError(f"event {name!r} is associated with unknown step {a.target!r}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import functools
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Union
 
 from .conditions import Condition
 
@@ -260,7 +260,7 @@ class Program:
         self.events: dict[str, EventDef] = {}
         self.steps: dict[str, StepDef] = {}
         self.step_list: list[StepDef] = []  # by index; process tasks are named by index
-        self.assocs: dict[str, list[Assoc]] = {}
+        self.assocs: dict[str, Union[list[Assoc], tuple[Assoc, ...]]] = {}  # lists while built, tuples once validated
         self.initial: list[tuple[str, tuple[int, ...]]] = []
         self.pools: dict[str, PoolDef] = {}
 
