@@ -31,8 +31,7 @@ from ..errors import EventorError
 from ..model import StepDef, TaskConstruct
 from ..outcome import TaskOutcome
 from .base import Executor, Report, RunInfo
-from ..text import item_text
-from .remote import dumps, step_spec
+from .remote import task_blob
 
 #: Seconds a task pinned to a worker that left the cluster waits before it fails.
 GONE_AFTER = 5.0
@@ -329,14 +328,8 @@ class DaskExecutor(Executor):
             self.report(TaskOutcome.failed(task_id, f"no Dask worker is named {self.host!r} in {where} (its workers: "
                                            f"{', '.join(sorted(self.cluster.names)) or 'none'})", host=self.host))
             return
-        try:
-            blob = dumps(step_spec(step))
-            if ctx.item is not None:  # the item travels with the task: it must pickle by reference too
-                dumps(ctx.item)
-        except Exception as exc:
-            what = f"step {step.name!r}" if ctx.item is None else f"step {step.name!r} with its item {item_text(ctx.item)}"
-            self.report(TaskOutcome.failed(task_id, f"cannot send {what} to Dask: {type(exc).__name__}: {exc}",
-                                           host=self.host))
+        blob = task_blob(step, ctx, "Dask", task_id, self.report, self.host)
+        if blob is None:
             return
         from .. import daskworker
 

@@ -24,7 +24,7 @@ import subprocess
 import threading
 import time
 import types
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from .. import wire
 from ..context import TaskContext
@@ -83,6 +83,21 @@ def step_spec(step: StepDef) -> dict:
     return {"func": step.func, "args": step.args, "kwargs": dict(step.kwargs),
             "sequence_arg_name": step.config.sequence_arg_name,
             "pass_logger_to_task": step.config.pass_logger_to_task, "item_arg_name": step.config.item_arg_name}
+
+
+def task_blob(step: StepDef, ctx: TaskContext, where: str, task_id: int, report: Callable[[TaskOutcome], None],
+              host: Optional[str]) -> Optional[bytes]:
+    """The pickled step of a task sent to ``where``; None, after reporting the task failed, when it
+    (or its item, which travels with the task and must pickle by reference too) cannot be sent."""
+    try:
+        blob = dumps(step_spec(step))
+        if ctx.item is not None:
+            dumps(ctx.item)
+        return blob
+    except Exception as exc:
+        what = f"step {step.name!r}" if ctx.item is None else f"step {step.name!r} with its item {item_text(ctx.item)}"
+        report(TaskOutcome.failed(task_id, f"cannot send {what} to {where}: {type(exc).__name__}: {exc}", host=host))
+        return None
 
 
 def sendable_problem(step: StepDef) -> Optional[str]:
@@ -317,14 +332,8 @@ class RemoteExecutor(Executor):
     # -- tasks ----------------------------------------------------------------------------------
 
     def submit(self, task_id: int, step: StepDef, ctx: TaskContext) -> None:
-        try:
-            blob = dumps(step_spec(step))
-            if ctx.item is not None:  # the item travels with the task: it must pickle by reference too
-                dumps(ctx.item)
-        except Exception as exc:
-            what = f"step {step.name!r}" if ctx.item is None else f"step {step.name!r} with its item {item_text(ctx.item)}"
-            self.report(TaskOutcome.failed(task_id, f"cannot send {what} to host {self.host!r}: "
-                                           f"{type(exc).__name__}: {exc}", host=self.host))
+        blob = task_blob(step, ctx, f"host {self.host!r}", task_id, self.report, self.host)
+        if blob is None:
             return
         if not self.submit_blob(task_id, ctx, blob):
             self.report(TaskOutcome.failed(task_id, f"host {self.host!r} lost: {self.dead}", host=self.host))
