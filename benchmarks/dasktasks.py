@@ -293,12 +293,9 @@ class Bench(workers.ServiceBench):
 
 def main(argv=None) -> int:
     import argparse
-    import json
-    import signal
 
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["_worker"]:
-        print(json.dumps(worker(json.loads(argv[1]))), flush=True)
+    if workers.worker_call(argv, worker):
         return 0
     parser = argparse.ArgumentParser(description="The cost per task on Dask (see benchmarks/README.rst).")
     parser.add_argument("--address", help="a Dask scheduler's address whose workers import this repository "
@@ -316,12 +313,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.n < 2:
         parser.error("--repeat must be at least 1 and --n at least 2")
-    signal.signal(signal.SIGTERM, workers.stop_on_term)
-    bench = Bench(args)
-    try:
-        return bench.main()
-    finally:
-        bench.stop_started()
+    return workers.run_bench(Bench(args))
 
 
 if __name__ == "__main__":

@@ -144,11 +144,9 @@ class Bench(workers.ServiceBench):
 
 def main(argv=None) -> int:
     import argparse
-    import json
 
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["_worker"]:
-        print(json.dumps(worker(json.loads(argv[1]))), flush=True)
+    if workers.worker_call(argv, worker):
         return 0
     parser = argparse.ArgumentParser(description="A fan-out against as many independent steps "
                                                  "(see benchmarks/README.rst).")
@@ -159,7 +157,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.n < 1:
         parser.error("--repeat and --n must be at least 1")
-    return Bench(args).main()
+    return workers.run_bench(Bench(args))
 
 
 if __name__ == "__main__":

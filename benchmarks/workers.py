@@ -138,3 +138,25 @@ class ServiceBench:
             with open(self.args.json, "w") as fh:
                 json.dump(self.results, fh, indent=2)
         return code
+
+
+def worker_call(argv: list, worker) -> bool:
+    """When ``argv`` asks for one measured run (``_worker SPEC``, as :func:`spawn` starts it), do it
+    and print its result as the last line of JSON; False otherwise (the driver's own command line)."""
+    import json
+
+    if argv[:1] != ["_worker"]:
+        return False
+    print(json.dumps(worker(json.loads(argv[1]))), flush=True)
+    return True
+
+
+def run_bench(bench: "ServiceBench") -> int:
+    """Run a driver to its end, SIGTERM included, stopping whatever it started; its exit status."""
+    import signal
+
+    signal.signal(signal.SIGTERM, stop_on_term)
+    try:
+        return bench.main()
+    finally:
+        bench.stop_started()
